@@ -9,8 +9,14 @@ site = root/'_proc'/'_docs'
 nbs = sorted(p.stem for p in (root/'nbs').glob('*.ipynb'))
 
 @pytest.fixture(scope='module')
-def url():
-    subprocess.run(['bash', str(root/'tools'/'build_docs.sh')], check=True, capture_output=True, text=True)
+def built():
+    "Build the site once per test module; on failure show the end of what the build printed."
+    r = subprocess.run(['bash', str(root/'tools'/'build_docs.sh')], capture_output=True, text=True)
+    assert r.returncode == 0, f"tools/build_docs.sh failed ({r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}"
+    return site
+
+@pytest.fixture(scope='module')
+def url(built):
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(site))
     handler.log_message = lambda *a: None
     srv = ThreadingHTTPServer(('127.0.0.1', 0), handler)
@@ -33,8 +39,7 @@ def browser(tmp_path_factory):
     yield drv
     drv.quit()
 
-def test_every_notebook_has_a_page():
-    subprocess.run(['bash', str(root/'tools'/'build_docs.sh')], check=True, capture_output=True)
+def test_every_notebook_has_a_page(built):
     missing = [n for n in nbs if not (site/f'{n}.html').exists()]
     assert not missing, f"no page for {missing}"
 
