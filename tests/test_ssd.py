@@ -1,0 +1,88 @@
+"SSD head, loss and focal loss: batched loss against the lesson's per-image loop, focal against torchvision, learner round trips"
+import pytest, torch, torchvision
+import torch.nn.functional as F
+from fastai_det.anchors import make_anchors, ssd300_anchors
+from fastai_det.ssd import (SSDLoss, ssd_loss_loop, bce_cls_loss, bce_cls_loss_onehot, ce_cls_loss, actn_to_bb, bb_to_actn,
+                            head_strides, SSDHead, cls_bias)
+from fastai_det.focal import sigmoid_focal, focal_cls_loss
+
+LESSON = make_anchors((4,2,1), (.7,1.,1.3), ((1.,1.),(1.,.5),(.5,1.)))
+
+def rand_batch(seed, bs=8, max_obj=6, n_cls=5, A=189, empty_every=3):
+    g = torch.Generator().manual_seed(seed)
+    n = torch.randint(0, max_obj+1, (bs,), generator=g); n[::empty_every] = 0          # empty images included
+    ctr, wh = torch.rand(bs, max_obj, 2, generator=g), torch.rand(bs, max_obj, 2, generator=g)*.6 + .02
+    bbs = torch.cat([ctr-wh/2, ctr+wh/2], -1)*2 - 1                                      # may stick out of [-1,1]
+    lbls = torch.randint(1, n_cls+1, (bs, max_obj), generator=g)
+    lbls[torch.arange(max_obj)[None] >= n[:, None]] = 0
+    bbs[lbls == 0] = 0
+    return (torch.randn(bs, A, n_cls+1, generator=g), torch.randn(bs, A, 4, generator=g)), bbs, lbls
+
+@pytest.mark.parametrize('seed', range(6))
+@pytest.mark.parametrize('ancs', [LESSON, make_anchors(4)], ids=['189', '16'])
+def test_batched_loss_equals_loop(seed, ancs):
+    pred, bbs, lbls = rand_batch(seed, A=len(ancs))
+    p1 = tuple(o.clone().requires_grad_() for o in pred); p2 = tuple(o.clone().requires_grad_() for o in pred)
+    l1 = SSDLoss(ancs)(p1, bbs, lbls); l2 = ssd_loss_loop(p2, bbs, lbls, ancs)
+    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-4)
+    l1.backward(); l2.backward()
+    for a, b in zip(p1, p2): torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+def test_all_empty_batch():
+    pred, bbs, lbls = rand_batch(0, empty_every=1)
+    loss = SSDLoss(LESSON)
+    l = loss(pred, bbs, lbls)
+    assert torch.isfinite(l) and loss.parts['n_pos'] == 1 and float(loss.parts['loc']) == 0   # n_pos clamped to 1
+    torch.testing.assert_close(l, bce_cls_loss(pred[0], torch.zeros(8, 189, dtype=torch.long)))
+
+def test_ssd300_loss_equals_loop():
+    A = ssd300_anchors(); pred, bbs, lbls = rand_batch(1, bs=4, max_obj=20, A=len(A))
+    torch.testing.assert_close(SSDLoss(A)(pred, bbs, lbls), ssd_loss_loop(pred, bbs, lbls, A), rtol=1e-5, atol=1e-3)
+
+@pytest.mark.parametrize('seed', range(4))
+def test_bce_without_onehot(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(3, 500, 9, generator=g)*4).requires_grad_(); x2 = x.detach().clone().requires_grad_()
+    t = torch.randint(0, 9, (3, 500), generator=g) * (torch.rand(3, 500, generator=g) < .2)
+    a, b = bce_cls_loss(x, t), bce_cls_loss_onehot(x2, t)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-3); a.backward(); b.backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-6)
+    assert x.grad[..., 0].abs().max() == 0                       # background column gets no gradient
+
+@pytest.mark.parametrize('alpha,gamma', [(.25, 2.), (.5, 1.), (-1, 2.), (.25, 0.)])
+def test_focal_equals_torchvision(alpha, gamma):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, generator=g)*5; t = (torch.rand(2000, generator=g) < .1).float()
+    torch.testing.assert_close(sigmoid_focal(x, t, alpha, gamma), torchvision.ops.sigmoid_focal_loss(x, t, alpha, gamma, 'none'))
+    logits = torch.randn(4, 189, 7, generator=g); targ = torch.randint(0, 7, (4, 189), generator=g)
+    ref = torchvision.ops.sigmoid_focal_loss(logits[..., 1:], F.one_hot(targ, 7)[..., 1:].float(), alpha, gamma, 'sum')
+    torch.testing.assert_close(focal_cls_loss(logits, targ, alpha, gamma), ref)
+
+def test_focal_through_ssdloss():
+    pred, bbs, lbls = rand_batch(2)
+    l = SSDLoss(LESSON, 'focal', gamma=0., alpha=-1)(pred, bbs, lbls)        # gamma 0, no alpha: BCE
+    torch.testing.assert_close(l, SSDLoss(LESSON, 'bce')(pred, bbs, lbls))
+    with pytest.raises(ValueError, match="loss 'x'"): SSDLoss(LESSON, 'x')
+
+def test_ce_hard_negatives():
+    logits = torch.randn(2, 50, 4); targ = torch.zeros(2, 50, dtype=torch.long); targ[0, :3] = 2
+    ce = F.cross_entropy(logits.flatten(0, 1), targ.flatten(), reduction='none').view(2, 50)
+    exp = ce[0, :3].sum() + ce[0, 3:].topk(9).values.sum()          # image 1 has no positive: no negatives kept
+    torch.testing.assert_close(ce_cls_loss(logits, targ), exp)
+    torch.testing.assert_close(ce_cls_loss(logits, targ, None), ce.sum())
+
+def test_decode_encode_roundtrip():
+    g = torch.Generator().manual_seed(0)
+    bb = actn_to_bb(torch.randn(189, 4, generator=g), LESSON)
+    torch.testing.assert_close(actn_to_bb(bb_to_actn(bb, LESSON), LESSON), bb, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(actn_to_bb(torch.zeros(189, 4), LESSON), torchvision.ops.box_convert(LESSON, 'cxcywh', 'xyxy'))
+
+def test_head_shapes_and_prior():
+    for sz, strides in [(4, [[1],[2],[2]]), (7, [[2],[2],[2]]), (8, [[2],[2],[2]]), (16, [[2,2],[2],[2]])]:
+        assert head_strides(sz) == strides
+        h = SSDHead(32, 5, k=9, strides=strides).eval()
+        c, b = h(torch.randn(2, 32, sz, sz))
+        assert c.shape == (2, 189, 6) and b.shape == (2, 189, 4)
+        assert torch.sigmoid(c[..., 1:]).mean().item() == pytest.approx(.01, abs=.005)
+    with pytest.raises(ValueError, match='change the image size'): head_strides(3, (4, 2))
+    torch.testing.assert_close(torch.softmax(cls_bias(5, softmax=True), 0)[0], torch.tensor(.99))
