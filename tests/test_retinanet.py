@@ -1,0 +1,43 @@
+"RetinaNet: pyramid shapes, anchors per level, and a one-batch overfit"
+import pytest, torch, torchvision
+from fastai.torch_core import set_seed
+from fastai_det.single_object import create_det_body
+from fastai_det.anchors import make_anchors
+from fastai_det.retinanet import BodyFeatures, FPN, RetinaNet, retina_zooms, RETINA_RATIOS
+from fastai_det.ssd import SSDLoss
+
+@pytest.mark.parametrize('arch,size,n_extra,grids', [('resnet18', 128, 1, [16, 8, 4, 2]), ('resnet18', 256, 2, [32, 16, 8, 4, 2]),
+                                                    ('mobilenet_v3_small', 128, 1, [16, 8, 4, 2])])
+def test_levels_and_anchor_counts(arch, size, n_extra, grids):
+    body = create_det_body(getattr(torchvision.models, arch))
+    m = RetinaNet(body, n_cls=5, size=size, nf=32, n_extra=n_extra).eval()
+    assert m.grids(size) == grids
+    ancs = make_anchors(grids, retina_zooms(), RETINA_RATIOS)
+    assert len(ancs) == 9 * sum(g*g for g in grids)
+    with torch.no_grad(): c, b = m(torch.zeros(2, 3, size, size))
+    assert c.shape == (2, len(ancs), 6) and b.shape == (2, len(ancs), 4)
+    assert torch.sigmoid(c[..., 1:]).mean().item() == pytest.approx(.01, rel=.2)      # prior bias
+    # level order = anchor order: the first level's anchors are the smallest
+    n0 = grids[0]**2 * 9
+    assert ancs[:n0, 2:].max() < ancs[n0:, 2:].max()
+
+def test_body_features_strides():
+    f = BodyFeatures(create_det_body(torchvision.models.resnet18), size=128)
+    with torch.no_grad(): cs = f(torch.zeros(1, 3, 128, 128))
+    assert [c.shape[-1] for c in cs] == [16, 8, 4] and f.channels == [128, 256, 512]
+    with pytest.raises(ValueError, match='no map at strides'): BodyFeatures(create_det_body(torchvision.models.resnet18), strides=(4, 64), size=32)
+
+@pytest.mark.parametrize('loc_loss', [None, 'giou'])
+def test_overfit_one_batch(loc_loss):
+    set_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 128, 128, generator=g)
+    bbs = torch.tensor([[[-.8, -.8, -.2, -.3], [.1, .2, .9, .8]], [[-.5, -.5, .5, .5], [0, 0, 0, 0]],
+                        [[-.9, .5, -.7, .7], [0, 0, 0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0]]])
+    lbls = torch.tensor([[1, 2], [3, 0], [1, 0], [0, 0]])
+    m = RetinaNet(create_det_body(torchvision.models.resnet18), n_cls=3, nf=32)
+    loss_f = SSDLoss(make_anchors(m.grids(128), retina_zooms(), RETINA_RATIOS), 'focal', encoding='ssd', loc_loss=loc_loss)
+    opt = torch.optim.Adam(m.parameters(), 1e-3); losses = []
+    for _ in range(60):
+        l = loss_f(m(x), bbs, lbls); l.backward(); opt.step(); opt.zero_grad(); losses.append(l.item())
+    assert losses[-1] < losses[0] / 10, losses[::10]
