@@ -1,0 +1,64 @@
+"Single-object and multi-label learners: predict / export / load_learner round trips, boxes in the image's own pixels"
+import pytest, torch, torchvision
+from pathlib import Path
+from PIL import Image
+import numpy as np
+from fastai.learner import load_learner
+from fastai.torch_core import set_seed
+from fastai_det.data import make_shapes, read_coco, det_dls, det_dblock, DetItem, ImgAnnot
+from fastai_det.single_object import single_object_learner, create_det_body, SingleObjectLoss, weights_file
+from fastai_det.multilabel import multilabel_learner, best_thresh
+
+ARCH = torchvision.models.mobilenet_v3_small
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    return make_shapes(tmp_path_factory.mktemp('l')/'s', n_train=16, n_valid=8, n_test=2, show_progress=False)
+
+def test_single_object_roundtrip(shapes, tmp_path):
+    set_seed(0)
+    dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'largest', size=64, bs=4, show_progress=False)
+    learn = single_object_learner(dls, ARCH)
+    learn.fit(1, 1e-3)
+    fn = dls.valid.items[0].fname
+    p = learn.predict(fn)
+    w, h = Image.open(fn).size
+    assert p['name'] in dls.vocab[1:] and 0 <= p['prob'] <= 1
+    assert -1e-3 <= p['box'][0] <= p['box'][2] <= w + 1e-3 and -1e-3 <= p['box'][1] <= p['box'][3] <= h + 1e-3
+    learn.export(tmp_path/'s.pkl')
+    p2 = load_learner(tmp_path/'s.pkl').predict(fn)
+    assert p2['name'] == p['name'] and np.allclose(p2['box'], p['box'], atol=1e-4)
+
+def test_single_object_box_maps_to_original_pixels(tmp_path):
+    "Force the head's output to a known batch box: predict must scale it by the image's own w and h"
+    img = tmp_path/'wide.png'; Image.new('RGB', (200, 80)).save(img)
+    items = [DetItem(img, ImgAnnot([[10, 10, 50, 40]], ['a'], (200, 80)))]*4
+    dls = det_dblock('largest', ['a', 'b'], size=64, aug=True, valid_idx=[2, 3]).dataloaders(items, bs=2, num_workers=0)
+    learn = single_object_learner(dls, ARCH)
+    last = learn.model[1][-1]
+    with torch.no_grad():
+        last.weight.zero_(); last.bias.zero_()
+        t = torch.tensor([-.5, 0., .5, .5])                      # batch box in [-1,1]
+        last.bias[:4] = torch.log((t+1)/2 / (1-(t+1)/2))          # sigmoid^-1 of (t+1)/2
+        last.bias[4+1] = 5.                                       # class 'b'
+    p = learn.predict(img)
+    np.testing.assert_allclose(p['box'], [50., 40., 150., 60.], atol=1e-3)
+    assert p['name'] == 'b'
+
+def test_multilabel_roundtrip(shapes, tmp_path):
+    set_seed(0)
+    dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'multilabel', size=64, bs=4, show_progress=False)
+    learn = multilabel_learner(dls, ARCH)
+    learn.fit(1, 1e-3)
+    t, f1s, accs = best_thresh(learn)
+    assert 0 < t < 1 and len(f1s) == len(accs) == 19
+    fn = dls.valid.items[0].fname
+    dec, bools, probs = learn.predict(fn)
+    learn.export(tmp_path/'m.pkl')
+    dec2, bools2, probs2 = load_learner(tmp_path/'m.pkl').predict(fn)
+    assert list(dec) == list(dec2) and torch.allclose(probs, probs2, atol=1e-5) and len(probs) == 6
+
+def test_pretrained_without_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match='never downloads'): create_det_body(torchvision.models.resnet18, pretrained=True)
+    assert str(weights_file(torchvision.models.resnet18)[0]).startswith(str(tmp_path))
