@@ -1,0 +1,133 @@
+"The fastai-det command: every subcommand, bad input (exit 2, one line, outputs untouched), resume after kill, determinism, 2 processes"
+import json, os, signal, subprocess, sys, time, shutil
+from pathlib import Path
+import pytest
+from PIL import Image
+from fastai_det.data import make_shapes
+
+BIN = Path(sys.executable).parent
+CLI = [str(BIN/'fastai-det')] if (BIN/'fastai-det').exists() else [sys.executable, '-m', 'fastai_det.cli']
+TINY = ['--epochs', '2', '--size', '128', '--bs', '8', '--quiet', '--arch', 'mobilenet_v3_small']
+
+def run(*args, env=None, timeout=900):
+    e = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=e)
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    return make_shapes(tmp_path_factory.mktemp('cli')/'shapes', n_train=24, n_valid=7, n_test=6, show_progress=False)
+
+@pytest.fixture(scope='module')
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp('run')/'r'
+    r = run('train', '--data', data, '--out', out, *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, r
+
+def test_help():
+    for cmd in ('make-data', 'train', 'eval', 'predict'):
+        r = run(cmd, '--help'); assert r.returncode == 0 and 'examples:' in r.stdout, cmd
+    assert run('--help').returncode == 0
+
+def test_make_data(tmp_path):
+    r = run('make-data', '--out', tmp_path/'d', '--n-train', 5, '--n-valid', 2, '--n-test', 1, '--quiet')
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in (tmp_path/'d').iterdir()} >= {'train.json', 'valid.json', 'test.json', 'JPEGImages', 'Annotations'}
+
+def test_train_outputs(trained, data):
+    out, r = trained
+    assert {'model.pkl', 'metrics.json', 'loss.png', 'pr_curves.png', 'predictions.png', 'checkpoint.pth'} <= {p.name for p in out.iterdir()}
+    m = json.loads((out/'metrics.json').read_text())
+    assert len(m['epochs']) == 2 and 0 <= m['map_50'] <= 1 and m['n_valid'] == 7 and m['map_images_per_epoch'] == 7
+    assert set(m['per_class']) <= {'circle', 'square', 'triangle', 'cross', 'star', 'ring'}
+    assert 'mAP@0.5' in r.stdout
+
+def test_eval_and_predict(trained, data, tmp_path):
+    out, _ = trained
+    r = run('eval', '--model', out/'model.pkl', '--data', data, '--split', 'test', '--out', tmp_path/'ev')
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path/'ev'/'metrics.json').read_text())
+    assert m['n_images'] == 6 and 'map_50' in m
+    imgs = sorted((data/'JPEGImages').glob('test_*.jpg'))[:2]
+    r = run('predict', '--model', out/'model.pkl', *imgs, '--out', tmp_path/'pr', '--thresh', '0.01')
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/'pr'/'predictions.json').read_text())
+    sizes = {str(f): Image.open(f).size for f in imgs}
+    assert {d['file_name'] for d in res} <= set(sizes)
+    for d in res:
+        w, h = sizes[d['file_name']]
+        x, y, bw, bh = d['bbox']
+        assert d['category_name'] in {'circle', 'square', 'triangle', 'cross', 'star', 'ring'} and 1 <= d['category_id'] <= 6
+        assert -1e-3 <= x and x + bw <= w + 1e-3 and bh >= 0
+    assert (tmp_path/'pr'/f'{imgs[0].stem}_pred.png').is_file()
+
+@pytest.mark.parametrize('args,msg', [
+    (['train', '--data', '/nowhere/x'], 'no such file or folder'),
+    (['train', '--model', 'yolo'], "--model 'yolo'"),
+    (['eval', '--model', '/nowhere.pkl'], 'no such file'),
+])
+def test_bad_input_simple(args, msg):
+    r = run(*args)
+    assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+def test_bad_input_files(tmp_path, trained, data):
+    out, _ = trained
+    before = (out/'metrics.json').read_bytes()
+    (tmp_path/'notes.txt').write_text('hello')
+    r = run('train', '--data', tmp_path/'notes.txt', '--out', out, *TINY)
+    assert r.returncode == 2 and 'not a COCO .json' in r.stderr and 'Traceback' not in r.stderr
+    (tmp_path/'empty').mkdir()
+    r = run('train', '--data', tmp_path/'empty', '--out', out, *TINY)
+    assert r.returncode == 2 and 'not a dataset folder' in r.stderr
+    (tmp_path/'e.json').write_text(json.dumps({'images': [], 'annotations': [], 'categories': [{'id': 1, 'name': 'a'}]}))
+    r = run('train', '--data', tmp_path/'e.json', '--out', out, *TINY)
+    assert r.returncode == 2 and 'no images' in r.stderr, r.stderr
+    bad = shutil.copytree(data, tmp_path/'bad')
+    (bad/'JPEGImages'/'valid_00001.jpg').write_bytes(b'\xff\xd8\xff not an image')
+    r = run('train', '--data', bad, '--out', out, *TINY)
+    assert r.returncode == 2 and 'valid_00001.jpg: cannot be decoded' in r.stderr, r.stderr
+    (tmp_path/'m.pkl').write_bytes(b'not a pickle')
+    r = run('eval', '--model', tmp_path/'m.pkl', '--data', data)
+    assert r.returncode == 2 and 'not a model saved by fastai-det' in r.stderr
+    img = tmp_path/'broken.jpg'; img.write_bytes(b'\xff\xd8 junk')
+    r = run('predict', '--model', out/'model.pkl', img, '--out', tmp_path/'p')
+    assert r.returncode == 2 and 'broken.jpg: cannot be decoded' in r.stderr
+    assert (out/'metrics.json').read_bytes() == before            # nothing of the earlier run overwritten
+
+def test_nan_stops_with_message(data, tmp_path):
+    r = run('train', '--data', data, '--out', tmp_path/'n', *TINY[:-2], '--arch', 'mobilenet_v3_small', '--lr', '1e9')
+    assert r.returncode == 2 and 'learning rate' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-1500:]
+
+def test_deterministic(data, tmp_path, trained):
+    out, _ = trained
+    r = run('train', '--data', data, '--out', tmp_path/'again', *TINY)
+    assert r.returncode == 0, r.stderr
+    a, b = [json.loads((p/'metrics.json').read_text()) for p in (out, tmp_path/'again')]
+    assert a['epochs'] == b['epochs'] and a['map'] == b['map']
+
+def test_resume_after_kill(data, tmp_path):
+    out = tmp_path/'k'
+    args = CLI + ['train', '--data', str(data), '--out', str(out), '--epochs', '4', '--size', '128', '--bs', '8', '--quiet', '--arch', 'mobilenet_v3_small']
+    p = subprocess.Popen(args, env=dict(os.environ, OMP_NUM_THREADS='1'), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while not (out/'checkpoint.pth').exists() and time.time() - t0 < 600: time.sleep(0.2)
+    time.sleep(1.0)                                                   # into the next epoch
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert (out/'checkpoint.pth').exists() and not (out/'model.pkl').exists()
+    r = run('train', '--data', data, '--out', out, '--epochs', '4', '--size', '128', '--bs', '8', '--quiet', '--arch', 'mobilenet_v3_small', '--resume')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'resuming after epoch' in r.stdout
+    m = json.loads((out/'metrics.json').read_text())
+    assert len(m['epochs']) == 4
+
+def test_two_processes(data, tmp_path):
+    torchrun = BIN/'torchrun'
+    out = tmp_path/'ddp'
+    cmd = [str(torchrun), '--nproc_per_node', '2', '--master_port', '29533', '-m', 'fastai_det.cli', 'train', '--data', str(data),
+           '--out', str(out), '--epochs', '2', '--size', '128', '--bs', '8', '--quiet', '--arch', 'mobilenet_v3_small']
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((out/'metrics.json').read_text())
+    # 7 valid images on 2 processes: 4 each, one repeated by fastai's DistributedDL; the per-epoch mAP counts each once
+    assert m['n_valid'] == 7 and m['map_images_per_epoch'] == 7 and len(m['epochs']) == 2 and m['settings']['world_size'] == 2
+    assert all(e['map_50'] is not None for e in m['epochs'])
