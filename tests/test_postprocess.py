@@ -34,6 +34,25 @@ def test_soft_nms_equals_reference(method, n, seed):
     assert k.tolist() == rk.tolist()
     np.testing.assert_allclose(sc.numpy(), rs, rtol=1e-5, atol=1e-6)
 
+@pytest.mark.parametrize('method', ['gaussian', 'linear'])
+def test_soft_nms_edge_cases(method):
+    "Duplicates, touching boxes, a zero-width box, tied scores and a high score threshold, on seeded small sets"
+    rng = np.random.default_rng(0)
+    for t in range(300):
+        n = int(rng.integers(1, 60))
+        xy = torch.tensor(rng.random((n, 2))*50, dtype=torch.float32); wh = torch.tensor(rng.random((n, 2))*30 + .5, dtype=torch.float32)
+        if t % 3 == 0: wh[-1, 0] = 0
+        b = torch.cat([xy, xy + wh], 1)
+        if n > 3 and t % 5 == 0: b[1] = b[0]
+        if n > 3 and t % 7 == 0: b[2] = torch.stack([b[0, 2], b[0, 1], b[0, 2] + 5, b[0, 3]])
+        s = torch.tensor(rng.random(n), dtype=torch.float32)
+        if t % 4 == 0: s = (s*4).round()/4
+        th = .2 if t % 2 else .001
+        rk, rs = soft_nms_reference(b.numpy(), s.numpy(), method=method, score_thresh=th)
+        k, sc = soft_nms(b, s, method=method, score_thresh=th)
+        assert k.tolist() == rk.tolist(), t
+        assert np.array_equal(sc.numpy(), rs.astype(np.float32)), t
+
 def test_batched_soft_nms_per_class():
     b, s = rand_boxes(200, 5); lbl = torch.randint(0, 3, (200,), generator=torch.Generator().manual_seed(0))
     k, sc = batched_soft_nms(b, s, lbl)
