@@ -2,7 +2,7 @@
 same run, same threads. Both go from image files to detections in the images' own pixels: decode, resize (ours:
 squish to --size; ssdlite: its own GeneralizedRCNNTransform to 320), forward, decode boxes, per-class NMS.
 
-    .venv/bin/python bench/bench_predict.py [--n 128] [--size 128] [--bs 32] [--arch resnet18] [--model ssd-multi]
+    .venv/bin/python bench/bench_predict.py [--n 128] [--size 128] [--bs 32] [--arch resnet18] [--model retinanet]
 
 Untrained weights on both sides (throughput does not depend on them; ssdlite's score threshold is set to 0.01 and ours
 too, so both run NMS on comparable candidate counts). Prints images/s and the ratio ours/ssdlite. Not a test: the
@@ -26,17 +26,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--n', type=int, default=128); p.add_argument('--size', type=int, default=128)
     p.add_argument('--bs', type=int, default=32); p.add_argument('--arch', default='resnet18')
-    p.add_argument('--model', default='ssd-multi'); p.add_argument('--reps', type=int, default=3)
+    p.add_argument('--model', default='retinanet'); p.add_argument('--reps', type=int, default=3)
     a = p.parse_args()
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp())
-    d = make_shapes(tmp/'s', n_train=16, n_valid=a.n, n_test=0, show_progress=False)
+    d = make_shapes(tmp/'s', n_train=a.bs, n_valid=a.n, n_test=0, show_progress=False)
     tr, va = read_coco(d/'train.json'), read_coco(d/'valid.json')
     dls = det_dls(tr, va, 'boxes', size=a.size, bs=a.bs, show_progress=False)
     learn = build_learner(a.model, dls, 'focal', a.arch)
     learn.model.eval()
     files = list(va.fnames)
-    ours = timeit(lambda: learn.predict_batch(files, score_thresh=0.01, bs=a.bs), a.reps)
+    with learn.no_bar(): ours = timeit(lambda: learn.predict_batch(files, score_thresh=0.01, bs=a.bs), a.reps)
 
     tv = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=len(tr.classes)+1,
                                                                       score_thresh=0.01).eval()

@@ -17,12 +17,14 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from fastai_det.data import make_shapes, read_coco, det_dls
 from fastai_det.ssd import ssd_learner, StdConv
 
-def timeit(f, reps):
-    f(); f()
-    ts = []
+def timeit(fs, reps):
+    "Median time of each of `fs`, run alternately (so drifts in the machine's speed hit all alike)"
+    for f in fs: f(); f()
+    ts = [[] for _ in fs]
     for _ in range(reps):
-        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
-    return sorted(ts)[len(ts)//2]
+        for f,t in zip(fs, ts):
+            t0 = time.perf_counter(); f(); t.append(time.perf_counter() - t0)
+    return [sorted(t)[len(t)//2] for t in ts]
 
 class Extras(nn.Module):
     "Our head's trunk (the stride-1 StdConv, then one stride-2 StdConv per grid) as a backbone of feature maps"
@@ -81,8 +83,8 @@ def main():
         sum(tv.compute_loss(targets, head, anchors, mi).values()).backward()
 
     n_ours, n_tv = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in tv.parameters())
-    t_ours, t_tv = timeit(ours, a.reps), timeit(theirs, a.reps)
-    l_ours, l_tv = timeit(ours_loss, a.reps*4), timeit(theirs_loss, a.reps*4)
+    t_ours, t_tv = timeit([ours, theirs], a.reps)
+    l_ours, l_tv = timeit([ours_loss, theirs_loss], a.reps*4)
     print(f"{a.arch} body, {a.size} px, bs {a.bs}, {torch.get_num_threads()} threads; anchors: ours {len(loss_func.ancs)}, "
           f"torchvision {sum(len(o) for o in anchors[:1])}")
     print(f"{'':38s} {'params':>8s} {'step ms':>9s} {'loss ms':>9s}")
