@@ -1,6 +1,6 @@
 """Our detectors against torchvision's, same data, same image size, same training wall-clock budget (issue 8).
 
-    .venv/bin/python bench/bench_compare.py [--budget 8] [--every 2] [--size 160] [--models ssd,ssd-multi,retinanet,ssdlite,tv-retinanet]
+    .venv/bin/python bench/bench_compare.py [--budget 8] [--every 2] [--size 160] [--models ssd,ssd-multi,retinanet,retinanet:mobilenet_v3_large,ssdlite,tv-retinanet]
 
 Every model trains from scratch on the embedded shapes dataset (fresh, default size) on this machine's CPU threads,
 fed by the same fastai DataLoaders (same augmentation, same batches: images squished to `--size`). Ours go through
@@ -127,15 +127,18 @@ def main():
         dls = det_dls(tr, va, 'boxes', size=a.size, bs=a.bs, show_progress=False)
         print(name, flush=True)
         if name in ('ssdlite', 'tv-retinanet'): rows,n_par = run_tv(name, dls, a.size, a.tv_lr, clock_args, sizes, tgts)
-        else: rows,n_par = run_ours(name, dls, a.loss, a.arch, a.lr, clock_args, sizes, tgts)
+        else:
+            model,_,arch = name.partition(':')                               # e.g. retinanet:mobilenet_v3_large
+            rows,n_par = run_ours(model, dls, a.loss, arch or a.arch, a.lr, clock_args, sizes, tgts)
         res[name] = dict(rows=rows, params=n_par)
-    label = lambda n: (f"torchvision {n}" if n in ('ssdlite','tv-retinanet') else f"fastai_det {n} ({a.arch})")
+    label = lambda n: (f"torchvision {n}" if n in ('ssdlite','tv-retinanet') else
+                       f"fastai_det {n.partition(':')[0]} ({n.partition(':')[2] or a.arch})")
     mins = [r['minutes'] for r in next(iter(res.values()))['rows']]
     print(f"\nmAP / mAP@0.5 after N training minutes ({a.size} px, from scratch, evaluate_detections on {len(va)} valid images)")
-    print(f"{'model':34s} {'params':>7s} " + ' '.join(f"{f'{m:.1f} min':>13s}" for m in mins) + f" {'train img/s':>11s} {'infer img/s':>11s}")
+    print(f"{'model':44s} {'params':>7s} " + ' '.join(f"{f'{m:.1f} min':>13s}" for m in mins) + f" {'train img/s':>11s} {'infer img/s':>11s}")
     for n,r in res.items():
         cells = ' '.join(f"{x['map']:5.3f}/{x['map_50']:5.3f}".rjust(13) for x in r['rows'])
-        print(f"{label(n):34s} {r['params']/1e6:6.1f}M {cells} {r['rows'][-1]['train_ips']:11.1f} {r['rows'][-1]['infer_ips']:11.1f}")
+        print(f"{label(n):44s} {r['params']/1e6:6.1f}M {cells} {r['rows'][-1]['train_ips']:11.1f} {r['rows'][-1]['infer_ips']:11.1f}")
     out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(dict(settings=vars(a), results=res), indent=1))
     import matplotlib; matplotlib.use('Agg')
