@@ -17,7 +17,9 @@ echo "== library matches notebooks, README matches index.ipynb"
 "$bin/python" tools/make_readme.py --check
 
 echo "== notebooks (nbdev-test)"
-"$bin/nbdev-test" --n-workers 2 --timing
+# Two notebooks at a time, one torch thread each: with torch's default (a thread per core) in both, 2 cores run 4
+# busy threads and a training notebook ran 2-5x slower than alone.
+OMP_NUM_THREADS=1 "$bin/nbdev-test" --n-workers 2 --timing
 
 echo "== pytest"
 set +e
