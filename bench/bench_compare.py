@@ -60,8 +60,8 @@ def eval_ours(learn, dl, sizes, tgts):
     m = evaluate_detections(preds, tgts)
     return dict(map=float(m['map']), map_50=float(m['map_50'])), len(preds)/dt
 
-def run_ours(name, dls, loss, arch, lr, clock_args, sizes, tgts):
-    learn = build_learner(name, dls, loss, arch)
+def run_ours(name, dls, loss, arch, lr, clock_args, sizes, tgts, **kwargs):
+    learn = build_learner(name, dls, loss, arch, **kwargs)
     learn.metrics = []
     clock = Clock(*clock_args, evaluate=lambda: eval_ours(learn, dls.valid, sizes, tgts))
     with learn.no_bar(), learn.no_logging(): learn.fit(10_000, lr, cbs=ClockCB(clock))
@@ -108,8 +108,9 @@ def main():
     p.add_argument('--budget', type=float, default=8., help='training minutes per model')
     p.add_argument('--every', type=float, default=2., help='minutes between evaluations')
     p.add_argument('--size', type=int, default=128, help="the lesson's SSD grids (4,2,1) need 128 or 256 with a resnet body"); p.add_argument('--bs', type=int, default=32)
-    p.add_argument('--arch', default='resnet18'); p.add_argument('--loss', default='focal')
-    p.add_argument('--lr', type=float, default=3e-3, help='our learners (Adam)'); p.add_argument('--tv-lr', type=float, default=1e-3, help="torchvision's (AdamW)")
+    p.add_argument('--arch', default='resnet18'); p.add_argument('--loss', default='ce', help="our class loss: 'ce' (hard-negative mined, as SSD and ssdlite), 'focal', 'bce'")
+    p.add_argument('--sep', action=argparse.BooleanOptionalAction, default=True, help="our RetinaNet's head: depthwise-separable convs (--no-sep: full 3x3)")
+    p.add_argument('--lr', type=float, default=1e-3, help='our learners (Adam)'); p.add_argument('--tv-lr', type=float, default=1e-3, help="torchvision's (AdamW)")
     p.add_argument('--models', default='ssd,ssd-multi,retinanet,ssdlite,tv-retinanet')
     p.add_argument('--data', default=None, help='a make-data folder (default: a fresh embedded dataset in a temp folder)')
     p.add_argument('--out', default=str(Path(__file__).parent/'compare'))
@@ -121,7 +122,8 @@ def main():
     clock_args = (a.budget*60, a.every*60)
     res = {}
     print(f"{len(tr)} train / {len(va)} valid images, {len(tr.classes)} classes, {a.size} px, bs {a.bs}, {torch.get_num_threads()} threads, "
-          f"{a.budget:g} training minutes per model", flush=True)
+          f"{a.budget:g} training minutes per model; ours: Adam lr {a.lr:g}, {a.loss} class loss, RetinaNet head {'depthwise-separable' if a.sep else 'full 3x3'}; "
+          f"torchvision's: AdamW lr {a.tv_lr:g}", flush=True)
     for name in a.models.split(','):
         torch.manual_seed(0)
         dls = det_dls(tr, va, 'boxes', size=a.size, bs=a.bs, show_progress=False)
@@ -129,7 +131,8 @@ def main():
         if name in ('ssdlite', 'tv-retinanet'): rows,n_par = run_tv(name, dls, a.size, a.tv_lr, clock_args, sizes, tgts)
         else:
             model,_,arch = name.partition(':')                               # e.g. retinanet:mobilenet_v3_large
-            rows,n_par = run_ours(model, dls, a.loss, arch or a.arch, a.lr, clock_args, sizes, tgts)
+            kw = dict(sep=a.sep) if model == 'retinanet' else {}
+            rows,n_par = run_ours(model, dls, a.loss, arch or a.arch, a.lr, clock_args, sizes, tgts, **kw)
         res[name] = dict(rows=rows, params=n_par)
     label = lambda n: (f"torchvision {n}" if n in ('ssdlite','tv-retinanet') else
                        f"fastai_det {n.partition(':')[0]} ({n.partition(':')[2] or a.arch})")

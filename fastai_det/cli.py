@@ -79,7 +79,9 @@ def load_records(data=None, # None: the embedded dataset; a folder or a COCO jso
 # %% ../nbs/11_cli.ipynb #efb9f9b8
 MODELS = ('ssd', 'ssd-multi', 'retinanet')
 
-def build_learner(model:str, dls, loss:str='bce', arch:str='resnet18', **kwargs):
+def build_learner(model:str, dls, loss:str='bce', arch:str='resnet18',
+                  sep:bool=False, # RetinaNet only: depthwise-separable head convs
+                  **kwargs):
     "A detection learner for `model` on `dls`"
     import torchvision
     from fastai_det.ssd import ssd_learner
@@ -88,10 +90,11 @@ def build_learner(model:str, dls, loss:str='bce', arch:str='resnet18', **kwargs)
     a = getattr(torchvision.models, arch, None)
     if a is None: raise CLIError(f"--arch {arch!r}: not a torchvision model")
     metrics = [MAP(), MAP50()]
+    if sep and model != 'retinanet': raise CLIError(f"--sep: only --model retinanet has a depthwise-separable head option, not {model!r}")
     if model == 'ssd': return ssd_learner(dls, a, grids=4, zooms=(1.,), ratios=((1.,1.),), loss=loss, metrics=metrics, **kwargs)
     if model == 'ssd-multi': return ssd_learner(dls, a, loss=loss, metrics=metrics, **kwargs)
     from fastai_det.retinanet import retinanet_learner
-    return retinanet_learner(dls, a, loss=loss, metrics=metrics, **kwargs)
+    return retinanet_learner(dls, a, loss=loss, sep=sep, metrics=metrics, **kwargs)
 
 # %% ../nbs/11_cli.ipynb #1343e55f
 def _history_rows(learn, n_done:int)->list:
@@ -136,7 +139,7 @@ def train(a)->dict:
     a.world_size = world_size()
     tr,va = load_records(a.data, 'valid', seed=a.seed)
     dls = det_dls(tr, va, 'boxes', size=a.size, bs=a.bs, show_progress=not a.quiet)
-    learn = build_learner(a.model, dls, a.loss, a.arch)
+    learn = build_learner(a.model, dls, a.loss, a.arch, a.sep)
     ck = out/'checkpoint.pth'
     start = 0
     if a.resume:
@@ -333,6 +336,7 @@ def parser()->argparse.ArgumentParser:
     s.add_argument('--model', default='retinanet', help=f"one of {', '.join(MODELS)} (default: %(default)s)")
     s.add_argument('--loss', default='focal', choices=['bce','focal','ce'], help='class loss (default: %(default)s)')
     s.add_argument('--arch', default='resnet18', help='torchvision body (default: %(default)s)')
+    s.add_argument('--sep', action=argparse.BooleanOptionalAction, default=False, help="retinanet: depthwise-separable head convs, as ssdlite's (default: %(default)s)")
     s.add_argument('--size', type=int, default=128); s.add_argument('--bs', type=int, default=32)
     s.add_argument('--epochs', type=int, default=12); s.add_argument('--lr', type=float, default=3e-3)
     s.add_argument('--seed', type=int, default=42); s.add_argument('--out', default='runs/det')

@@ -73,14 +73,19 @@ class FPN(Module):
 def retina_zooms(base:float=2., n:int=3)->tuple: "RetinaNet's anchor sizes in cells: `base` times 2^(i/n)"; return tuple(base*2**(i/n) for i in range(n))
 RETINA_RATIOS = ((1.,1.), (2**-.5, 2**.5), (2**.5, 2**-.5))
 
+def _sep_conv(nf:int)->list:
+    "A depthwise-separable 3x3 conv (one 3x3 filter per channel, then a 1x1 across channels), as in ssdlite's head"
+    return [nn.Conv2d(nf, nf, 3, padding=1, groups=nf), nn.Conv2d(nf, nf, 1)]
+
 class RetinaHead(Module):
-    "Shared class and box subnets (`n_convs` 3x3 convs each) applied to every pyramid level"
-    def __init__(self, nf:int, n_cls:int, k:int=9, n_convs:int=2, prior:float=0.01):
-        sub = lambda: nn.Sequential(*[m for _ in range(n_convs) for m in (nn.Conv2d(nf, nf, 3, padding=1), nn.GroupNorm(8, nf), nn.ReLU())])
+    "Shared class and box subnets (`n_convs` 3x3 convs each, depthwise-separable if `sep`) applied to every pyramid level"
+    def __init__(self, nf:int, n_cls:int, k:int=9, n_convs:int=2, prior:float=0.01, sep:bool=False, softmax:bool=False):
+        conv = _sep_conv if sep else lambda nf: [nn.Conv2d(nf, nf, 3, padding=1)]
+        sub = lambda: nn.Sequential(*[m for _ in range(n_convs) for m in (*conv(nf), nn.GroupNorm(8, nf), nn.ReLU())])
         self.k,self.cls_sub,self.box_sub = k,sub(),sub()
         self.cls_out,self.box_out = nn.Conv2d(nf, (n_cls+1)*k, 3, padding=1), nn.Conv2d(nf, 4*k, 3, padding=1)
         with torch.no_grad():
-            self.cls_out.bias.copy_(cls_bias(n_cls, prior).repeat(k)); nn.init.normal_(self.cls_out.weight, std=0.01)
+            self.cls_out.bias.copy_(cls_bias(n_cls, prior, softmax).repeat(k)); nn.init.normal_(self.cls_out.weight, std=0.01)
             nn.init.normal_(self.box_out.weight, std=0.01); nn.init.zeros_(self.box_out.bias)
     def forward(self, ps:list)->tuple:
         cls = [flatten_conv(self.cls_out(self.cls_sub(p)), self.k) for p in ps]
@@ -89,10 +94,11 @@ class RetinaHead(Module):
 
 class RetinaNet(Module):
     "Body features -> FPN -> shared head: (class logits (bs,A,n_cls+1), box offsets (bs,A,4))"
-    def __init__(self, body, n_cls:int, size:int=128, nf:int=96, n_extra:int=1, n_convs:int=2, k:int=9, prior:float=0.01):
+    def __init__(self, body, n_cls:int, size:int=128, nf:int=96, n_extra:int=1, n_convs:int=2, k:int=9, prior:float=0.01,
+                 sep:bool=False, softmax:bool=False):
         self.body = BodyFeatures(body, size=size)
         self.fpn = FPN(self.body.channels, nf, n_extra)
-        self.head = RetinaHead(nf, n_cls, k, n_convs, prior)
+        self.head = RetinaHead(nf, n_cls, k, n_convs, prior, sep, softmax)
     def forward(self, x): return self.head(self.fpn(self.body(x)))
     def grids(self, size:int=128)->list:
         "The grid size of each pyramid level for `size` px images"
@@ -105,13 +111,14 @@ def retinanet_learner(dls, # detection `DataLoaders` (task 'boxes')
                       nf:int=96, # pyramid and head width
                       n_extra:int=1, # P6 (1) or P6, P7 (2) above C5
                       n_convs:int=2, # convs in each subnet
+                      sep:bool=False, # depthwise-separable subnet convs, as ssdlite's head (learns faster from scratch: see below)
                       base:float=2., # anchor size in cells of its level
                       loss:str='focal', loc_loss:str|None=None, thresh:float=0.5, pretrained:bool=False,
                       prior:float=0.01, loss_kw:dict|None=None, metrics=None, cbs=None, **kwargs)->DetLearner:
     "A RetinaNet-style `DetLearner`: FPN on `arch`, shared subnets, 9 anchors per cell per level, focal loss"
     n_cls = _n_cls(dls)
     sz = dls.one_batch()[0].shape[-1] if dls.train.n else 128
-    model = RetinaNet(create_det_body(arch, pretrained=pretrained), n_cls, sz, nf, n_extra, n_convs, 9, prior)
+    model = RetinaNet(create_det_body(arch, pretrained=pretrained), n_cls, sz, nf, n_extra, n_convs, 9, prior, sep, loss=='ce')
     ancs = make_anchors(model.grids(sz), retina_zooms(base), RETINA_RATIOS)
     loss_func = SSDLoss(ancs, loss, encoding='ssd', thresh=thresh, loc_loss=loc_loss, **(loss_kw or {}))
     metrics = [LossPart('loc'), LossPart('cls')] + list(metrics or [])

@@ -64,6 +64,7 @@ def test_eval_and_predict(trained, data, tmp_path):
 @pytest.mark.parametrize('args,msg', [
     (['train', '--data', '/nowhere/x'], 'no such file or folder'),
     (['train', '--model', 'yolo'], "--model 'yolo'"),
+    (['train', '--model', 'ssd', '--sep'], '--sep: only --model retinanet'),
     (['eval', '--model', '/nowhere.pkl'], 'no such file'),
 ])
 def test_bad_input_simple(args, msg):

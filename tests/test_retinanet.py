@@ -41,3 +41,29 @@ def test_overfit_one_batch(loc_loss):
     for _ in range(60):
         l = loss_f(m(x), bbs, lbls); l.backward(); opt.step(); opt.zero_grad(); losses.append(l.item())
     assert losses[-1] < losses[0] / 10, losses[::10]
+
+def test_separable_head():
+    "`sep=True`: the same outputs per anchor from depthwise-separable subnet convs, with fewer weights"
+    body = lambda: create_det_body(torchvision.models.mobilenet_v3_small)
+    full, sep = RetinaNet(body(), n_cls=5, nf=64), RetinaNet(body(), n_cls=5, nf=64, sep=True)
+    n = lambda m: sum(p.numel() for p in m.head.cls_sub.parameters())
+    assert n(sep) < n(full) / 5                                       # 9*64+64*64 against 9*64*64 weights per conv
+    assert any(c.groups == 64 for c in sep.head.cls_sub.modules() if isinstance(c, torch.nn.Conv2d))
+    with torch.no_grad(): (c1, b1), (c2, b2) = full.eval()(torch.zeros(1, 3, 128, 128)), sep.eval()(torch.zeros(1, 3, 128, 128))
+    assert c1.shape == c2.shape and b1.shape == b2.shape
+
+def test_softmax_prior():
+    "With `softmax` (the 'ce' class loss) every anchor starts at P(background) = 0.99 under a softmax"
+    m = RetinaNet(create_det_body(torchvision.models.mobilenet_v3_small), n_cls=5, nf=32, softmax=True).eval()
+    with torch.no_grad(): c, _ = m(torch.zeros(2, 3, 128, 128))
+    assert c.softmax(-1)[..., 0].mean().item() == pytest.approx(.99, abs=.005)
+
+def test_learner_ce_sep(tmp_path):
+    from fastai_det.data import make_shapes, read_coco, det_dls
+    from fastai_det.retinanet import retinanet_learner
+    d = make_shapes(tmp_path/'s', n_train=8, n_valid=4, n_test=1, show_progress=False)
+    dls = det_dls(read_coco(d/'train.json'), read_coco(d/'valid.json'), size=128, bs=4, show_progress=False)
+    learn = retinanet_learner(dls, torchvision.models.mobilenet_v3_small, loss='ce', sep=True)
+    assert learn.loss_func.softmax and any(c.groups > 1 for c in learn.model.head.modules() if isinstance(c, torch.nn.Conv2d))
+    with torch.no_grad(): c, _ = learn.model.eval()(dls.one_batch()[0])
+    assert c.softmax(-1)[..., 0].mean().item() > .95
