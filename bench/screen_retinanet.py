@@ -6,8 +6,10 @@
 Each SPEC is a JSON dict of settings that differ from the starting point (MobileNetV3-large body, strides 8/16/32
 plus P6, focal loss, full 3x3 head, Adam lr 3e-3, bs 32, 128 px): `lr`, `loss` ('focal', 'ce', 'bce'), `sep`,
 `strides` (e.g. [16,32]), `n_extra`, `base` (anchor size in cells), `nf`; `{"tv":1,"lr":...}` runs torchvision's
-ssdlite with AdamW at that lr instead. Same data (the embedded dataset in `--data`, default /tmp/shapes_screen),
-same batches, same clock and scoring as bench_compare.py; prints mAP / mAP@0.5 every EVERY training minutes.
+ssdlite with AdamW at that lr instead. Same data (the embedded dataset, default settings, made once in
+/tmp/shapes_screen), same batches, same clock and scoring as bench_compare.py; prints mAP / mAP@0.5 every EVERY
+training minutes. `build` makes the default RetinaNet, then swaps its body, pyramid and head for the screened ones
+(`retinanet_learner` has no `strides` argument).
 """
 import sys, json, torch, torchvision
 from pathlib import Path
