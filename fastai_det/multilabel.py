@@ -24,7 +24,9 @@ __all__ = ['multilabel_learner', 'best_thresh']
 # %% ../nbs/03_multilabel.ipynb #94befd31
 @delegates(Learner.__init__)
 def multilabel_learner(dls, # `task='multilabel'` DataLoaders
-                       arch=resnet18, pretrained:bool=False, thresh:float=0.5, metrics=None, **kwargs)->Learner:
+                       arch=resnet18,
+                       pretrained=False, # True: ImageNet weights (local torch cache); a file: a body from `save_body`/`shapes_body`
+                       thresh:float=0.5, metrics=None, **kwargs)->Learner:
     "A multi-label classifier: `arch` body, fastai's head, BCE, `accuracy_multi` and F1 at `thresh`"
     body = create_det_body(arch, pretrained=pretrained)
     model = nn.Sequential(body, create_head(body_out(body)[0], dls.c))

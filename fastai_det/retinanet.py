@@ -6,31 +6,31 @@ Docs: https://fastai-det.github.io/fastai_det/retinanet.html.md"""
 
 # %% ../nbs/10_retinanet.ipynb #11d11466
 from __future__ import annotations
-import math
+import math, json, hashlib
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from fastai.torch_core import Module
 from fastai.learner import Learner
-from torchvision.models import resnet18
+from contextlib import contextmanager
+from pathlib import Path
+from fastai.torch_core import set_seed
+from torchvision.models import resnet18, mobilenet_v3_large
 from .anchors import make_anchors, flatten_conv, anchors_per_cell
 from .ssd import SSDLoss, DetLearner, LossPart, LossParts, cls_bias, _n_cls
-from .single_object import create_det_body
+from .single_object import create_det_body, body_blocks, save_body
+from .data import make_shapes, det_dls, read_coco
 import fastai_det.focal
 
 # %% auto #0
-__all__ = ['RETINA_RATIOS', 'BodyFeatures', 'FPN', 'retina_zooms', 'RetinaHead', 'RetinaNet', 'retinanet_learner']
+__all__ = ['RETINA_RATIOS', 'BodyFeatures', 'FPN', 'retina_zooms', 'RetinaHead', 'RetinaNet', 'retinanet_learner', 'shapes_body']
 
 # %% ../nbs/10_retinanet.ipynb #499fd078
-def _blocks(body:nn.Module)->list:
-    ch = list(body.children())
-    return _blocks(ch[0]) if len(ch) == 1 and isinstance(ch[0], nn.Sequential) else ch
-
 class BodyFeatures(Module):
     "Run `body` block by block and return its last map at each stride of `strides` (C3, C4, C5 for 8, 16, 32)"
     def __init__(self, body:nn.Module, strides=(8,16,32), size:int=128):
-        self.blocks,self.strides = nn.ModuleList(_blocks(body)), tuple(strides)
+        self.blocks,self.strides = nn.ModuleList(body_blocks(body)), tuple(strides)
         with torch.no_grad():
             x,self.take = torch.zeros(1, 3, size, size),{}
             training = body.training; body.eval()
@@ -123,3 +123,34 @@ def retinanet_learner(dls, # detection `DataLoaders` (task 'boxes')
     loss_func = SSDLoss(ancs, loss, encoding='ssd', thresh=thresh, loc_loss=loc_loss, **(loss_kw or {}))
     metrics = [LossPart('loc'), LossPart('cls')] + list(metrics or [])
     return DetLearner(dls, model, loss_func=loss_func, metrics=metrics, cbs=[LossParts()]+list(cbs or []), **kwargs)
+
+# %% ../nbs/10_retinanet.ipynb #1a315c6d
+@contextmanager
+def _locked(fn:Path):
+    "Hold an exclusive lock on `fn` where the OS has `fcntl`: one process trains, the others wait, then read its file"
+    fn.parent.mkdir(parents=True, exist_ok=True)
+    with open(fn, 'a') as f:
+        try: import fcntl
+        except ImportError: fcntl = None
+        if fcntl: fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+def shapes_body(arch=mobilenet_v3_large, # the body to train (a torchvision model function)
+                epochs:int=12, lr:float=1e-3, size:int=128, bs:int=32, seed:int=0,
+                path=None, # a folder made by `make_shapes` (default `shapes_path()`, made if absent)
+                cache=None, # folder for the weights; default `~/.fastai/models`
+                show_progress:bool=True)->Path:
+    "The file of `arch`'s body weights from a RetinaNet trained on the embedded shapes (trained on the first call, then cached)"
+    path = Path(path) if path is not None and (Path(path)/'meta.json').is_file() else make_shapes(path, show_progress=False)
+    name = getattr(arch, '__name__', str(arch))
+    recipe = ['retinanet', 'ce', 'sep', 'adam-constant', name, epochs, lr, size, bs, seed, (path/'meta.json').read_text()]
+    fn = Path(cache or Path.home()/'.fastai'/'models')/f"shapes_{name}_{hashlib.sha1(json.dumps(recipe).encode()).hexdigest()[:10]}.pth"
+    with _locked(fn.with_suffix('.lock')):
+        if fn.is_file(): return fn
+        set_seed(seed)
+        dls = det_dls(read_coco(path/'train.json'), read_coco(path/'valid.json'), task='boxes', size=size, bs=bs, show_progress=False)
+        learn = retinanet_learner(dls, arch, loss='ce', sep=True)
+        if show_progress: learn.fit(epochs, lr)
+        else:
+            with learn.no_bar(), learn.no_logging(): learn.fit(epochs, lr)
+        return save_body(learn.model.body.blocks, fn)

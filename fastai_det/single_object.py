@@ -6,7 +6,7 @@ Docs: https://fastai-det.github.io/fastai_det/single_object.html.md"""
 
 # %% ../nbs/02_single_object.ipynb #5c5b3ad3
 from __future__ import annotations
-import math
+import math, os
 import torch, torchvision
 import torch.nn.functional as F
 from pathlib import Path
@@ -15,8 +15,8 @@ from fastai.vision.all import *
 from .boxes import show_target_pred
 
 # %% auto #0
-__all__ = ['set_bn_momentum', 'weights_file', 'create_det_body', 'body_out', 'single_object_head', 'SingleObjectLoss', 'detn_acc',
-           'detn_l1', 'SingleObjectLearner', 'single_object_learner']
+__all__ = ['set_bn_momentum', 'weights_file', 'body_blocks', 'save_body', 'create_det_body', 'body_out', 'single_object_head',
+           'SingleObjectLoss', 'detn_acc', 'detn_l1', 'SingleObjectLearner', 'single_object_learner']
 
 # %% ../nbs/02_single_object.ipynb #c82e87a8
 def set_bn_momentum(m:nn.Module, momentum:float=0.1)->nn.Module:
@@ -30,15 +30,29 @@ def weights_file(arch)->tuple:
     w = torchvision.models.get_model_weights(arch).DEFAULT
     return Path(torch.hub.get_dir())/'checkpoints'/Path(w.url).name, w
 
+def body_blocks(body:nn.Module)->list:
+    "The blocks of a fastai body, in order: its children, looking inside a single wrapping `nn.Sequential`"
+    ch = list(body.children())
+    return body_blocks(ch[0]) if len(ch) == 1 and isinstance(ch[0], nn.Sequential) else ch
+
+def save_body(body:nn.Module, fn)->Path:
+    "Save `body`'s weights block by block, for `create_det_body(arch, pretrained=fn)` in any model built on the same `arch`"
+    fn = Path(fn); fn.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp')       # written aside, then renamed: a reader never sees half a file
+    torch.save(nn.Sequential(*body_blocks(body)).state_dict(), tmp)
+    os.replace(tmp, fn)
+    return fn
+
 def create_det_body(arch=resnet18, # a torchvision model function, e.g. `resnet34`
-                    pretrained:bool=False, # ImageNet weights from the local torch cache (never downloaded)
+                    pretrained:bool|str|Path=False, # True: ImageNet weights from the local torch cache (never downloaded); a file: weights from `save_body`
                     n_in:int=3, # input channels
                     cut=None, # where to cut `arch` (default: fastai's `model_meta`)
-                    bn_momentum:float=0.1, # BatchNorm momentum of a body trained from scratch
+                    bn_momentum:float=0.1, # BatchNorm momentum of a body not trained on ImageNet
                    )->nn.Module:
-    "The body of torchvision's `arch`: random weights, or (`pretrained`) its weights from the local torch cache only"
+    "The body of torchvision's `arch`: random weights, its ImageNet weights from the local torch cache, or weights saved by `save_body`"
     name = getattr(arch, '__name__', str(arch))
-    if pretrained:
+    imagenet = pretrained is True
+    if imagenet:
         fn,w = weights_file(arch)
         if not fn.exists(): raise FileNotFoundError(
             f"pretrained=True needs {name}'s ImageNet weights in the local torch cache, {fn}, and they are not there "
@@ -46,8 +60,16 @@ def create_det_body(arch=resnet18, # a torchvision model function, e.g. `resnet3
             f"torchvision.models.{name}(weights='DEFAULT')\"` fills that machine's cache), or use pretrained=False.")
         model = arch(weights=w)
     else: model = arch(weights=None)
-    body = create_body(model, n_in, pretrained, ifnone(cut, model_meta.get(arch, {'cut':None})['cut']))
-    if not pretrained: set_bn_momentum(body, bn_momentum)
+    body = create_body(model, n_in, imagenet, ifnone(cut, model_meta.get(arch, {'cut':None})['cut']))
+    if imagenet: return body
+    set_bn_momentum(body, bn_momentum)
+    if pretrained is not False and pretrained is not None:
+        fn = Path(pretrained)
+        if not fn.is_file(): raise FileNotFoundError(f"pretrained={str(pretrained)!r}: no such file; pass True (ImageNet weights), "
+                                                     f"False, or a file written by `save_body` (e.g. `shapes_body`'s)")
+        try: nn.Sequential(*body_blocks(body)).load_state_dict(torch.load(fn, map_location='cpu', weights_only=True))
+        except RuntimeError as e: raise ValueError(f"{fn}: holds the weights of another body, not of {name} with {n_in} input "
+                                                   f"channels; make it with `save_body` on a {name} body") from e
     return body
 
 # %% ../nbs/02_single_object.ipynb #c5407526
@@ -134,7 +156,9 @@ class SingleObjectLearner(Learner):
 
 @delegates(Learner.__init__)
 def single_object_learner(dls, # `task='largest'` DataLoaders
-                          arch=resnet18, w:float=1., pretrained:bool=False, nh:int=256, ps:float=0.5,
+                          arch=resnet18, w:float=1.,
+                          pretrained=False, # True: ImageNet weights (local torch cache); a file: a body from `save_body`/`shapes_body`
+                          nh:int=256, ps:float=0.5,
                           box:bool=True, cls:bool=True, # train the box, the class, or both
                           metrics=None, **kwargs)->SingleObjectLearner:
     "The lesson's largest-object detector: `arch` body, `single_object_head`, `SingleObjectLoss(w)`"
