@@ -2,6 +2,7 @@
 import json, pickle, warnings
 import numpy as np, pytest, torch
 from PIL import Image
+from fastai.torch_core import set_seed
 from fastai_det.data import (read_coco, read_voc, make_shapes, verify_images, det_dblock, det_dls, DataError, DetItem,
                              ImgAnnot, SHAPES, VOC_CLASSES)
 
@@ -179,6 +180,7 @@ def test_boxes_follow_image_through_dataloader(tmp_path, aug):
     items = [rect_item(tmp_path/f'r{i}.png', w, h, b) for i,(w,h,b) in
              enumerate([(200,120,[20,30,90,100]), (90,160,[50,10,85,60]), (300,300,[200,250,290,299])])]
     blk = det_dblock('boxes', ['square'], size=64, aug=aug, valid_idx=[], max_rotate=15, max_zoom=1.2, p_lighting=0.)
+    set_seed(0)
     dl = blk.dataloaders(items*6, bs=18, num_workers=0).train.new(shuffle=False)
     x, bb, lbl = dl.one_batch()
     img = dl.decode((x,))[0].as_subclass(torch.Tensor)
@@ -187,7 +189,14 @@ def test_boxes_follow_image_through_dataloader(tmp_path, aug):
     first = lambda v: v.float().argmax(1); last = lambda v: v.shape[1] - v.flip(1).float().argmax(1)
     ext = torch.stack([first(xs), first(ys), last(xs), last(ys)], 1).float()
     pix = ((bb[:,0].as_subclass(torch.Tensor) + 1) / 2 * 64).clamp(0, 64)
-    assert (pix - ext).abs().max() < (4 if aug else 1.5)
+    if aug:
+        # A box cut by the border is the clipped box of the moved corners: it holds every visible pixel of the object,
+        # but a rotated object mostly outside the image shows only a sliver of it (this test flaked on such slivers
+        # before it said so; 300 seeds checked). Boxes inside the image sit on their object.
+        vis, inside = m.flatten(1).any(1), ((pix > .5) & (pix < 63.5)).all(1)
+        assert inside.any() and (pix - ext)[inside].abs().max() < 4
+        assert ((ext[:,:2] >= pix[:,:2] - 4) & (ext[:,2:] <= pix[:,2:] + 4)).all(1)[vis].all()
+    else: assert (pix - ext).abs().max() < 1.5
     if not aug:   # squish: the batch box maps back to the original pixels by a per-axis scale
         for it, b in zip(items*6, bb[:,0]):
             w, h = it.annot.size
