@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.meta import delegates
 from fastai.torch_core import Module
 from fastai.learner import Learner
-from contextlib import contextmanager
+from filelock import FileLock
 from pathlib import Path
 from fastai.torch_core import set_seed
 from torchvision.models import resnet18, mobilenet_v3_large
@@ -125,16 +125,6 @@ def retinanet_learner(dls, # detection `DataLoaders` (task 'boxes')
     return DetLearner(dls, model, loss_func=loss_func, metrics=metrics, cbs=[LossParts()]+list(cbs or []), **kwargs)
 
 # %% ../nbs/10_retinanet.ipynb #1a315c6d
-@contextmanager
-def _locked(fn:Path):
-    "Hold an exclusive lock on `fn` where the OS has `fcntl`: one process trains, the others wait, then read its file"
-    fn.parent.mkdir(parents=True, exist_ok=True)
-    with open(fn, 'a') as f:
-        try: import fcntl
-        except ImportError: fcntl = None
-        if fcntl: fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
 def shapes_body(arch=mobilenet_v3_large, # the body to train (a torchvision model function)
                 epochs:int=12, lr:float=1e-3, size:int=128, bs:int=32, seed:int=0,
                 path=None, # a folder made by `make_shapes` (default `shapes_path()`, made if absent)
@@ -145,7 +135,8 @@ def shapes_body(arch=mobilenet_v3_large, # the body to train (a torchvision mode
     name = getattr(arch, '__name__', str(arch))
     recipe = ['retinanet', 'ce', 'sep', 'adam-constant', name, epochs, lr, size, bs, seed, (path/'meta.json').read_text()]
     fn = Path(cache or Path.home()/'.fastai'/'models')/f"shapes_{name}_{hashlib.sha1(json.dumps(recipe).encode()).hexdigest()[:10]}.pth"
-    with _locked(fn.with_suffix('.lock')):
+    fn.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(fn.with_suffix('.lock')):      # one process trains, the others wait, then read its file
         if fn.is_file(): return fn
         set_seed(seed)
         dls = det_dls(read_coco(path/'train.json'), read_coco(path/'valid.json'), task='boxes', size=size, bs=bs, show_progress=False)

@@ -103,6 +103,6 @@ def test_shapes_body_trains_once_and_caches(shapes, tmp_path, monkeypatch):
     for t in ts: t.join()
     assert len(out) == 2 and out[0] == out[1] and out[0].is_file() and len(calls) == 1
     assert R.shapes_body(**kw) == out[0] and len(calls) == 1
-    body = create_det_body(ARCH, pretrained=out[0])                     # the file is a body of ARCH
+    create_det_body(ARCH, pretrained=out[0])                            # the file is a body of ARCH (else ValueError)
     other = R.shapes_body(**{**kw, 'lr': 2e-3})
     assert other != out[0] and len(calls) == 2
