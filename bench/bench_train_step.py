@@ -49,7 +49,7 @@ def main():
     dls = det_dls(read_coco(d/'train.json'), read_coco(d/'valid.json'), 'boxes', size=a.size, bs=a.bs, show_progress=False)
     xb,bbs,lbls = dls.one_batch()
     arch = getattr(torchvision.models, a.arch)
-    learn = ssd_learner(dls, arch, loss='bce')
+    learn = ssd_learner(dls, arch)
     model, loss_func = learn.model.train(), learn.loss_func
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     def ours():

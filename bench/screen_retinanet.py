@@ -18,8 +18,9 @@ from bench_compare import Clock, ClockCB, eval_ours, run_tv, Image_size
 from fastai_det.data import make_shapes, read_coco, det_dls
 from fastai_det.cli import _targets
 from fastai_det.retinanet import RetinaNet, RetinaHead, BodyFeatures, FPN, retina_zooms, RETINA_RATIOS
-from fastai_det.single_object import create_det_body
+from fastai_det.bodies import create_det_body
 from fastai_det.ssd import SSDLoss, DetLearner
+from fastai_det.focal import cls_loss_fn
 from fastai_det.anchors import make_anchors
 
 def build(dls, arch='mobilenet_v3_large', strides=(8,16,32), n_extra=1, nf=96, n_convs=2, sep=False, base=2., loss='focal', thresh=0.5):
@@ -32,7 +33,7 @@ def build(dls, arch='mobilenet_v3_large', strides=(8,16,32), n_extra=1, nf=96, n
     grids = m.grids(128)
     ancs = make_anchors(grids, retina_zooms(base), RETINA_RATIOS)
     print(f"  grids {grids}, {len(ancs)} anchors, {sum(p.numel() for p in m.parameters())/1e6:.2f}M parameters", flush=True)
-    return DetLearner(dls, m, loss_func=SSDLoss(ancs, loss, encoding='ssd', thresh=thresh))
+    return DetLearner(dls, m, loss_func=SSDLoss(ancs, cls_loss_fn(loss), encoding='ssd', thresh=thresh))
 
 def main():
     budget, every, specs = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]

@@ -15,8 +15,9 @@ from matplotlib import patches
 from .boxes import cxcywh2xyxy, xyxy2cxcywh, draw_outline, draw_text
 
 # %% auto #0
-__all__ = ['grid_centers', 'grid_anchors', 'show_anchors', 'flatten_conv', 'anchor_shapes', 'anchors_per_cell', 'clip_anchors',
-           'make_anchors', 'ssd_scales', 'ssd_shapes', 'ssd_anchors_per_cell', 'ssd_anchors', 'ssd300_anchors']
+__all__ = ['LESSON_ZOOMS', 'LESSON_RATIOS', 'grid_centers', 'grid_anchors', 'show_anchors', 'flatten_conv', 'anchor_shapes',
+           'anchors_per_cell', 'clip_anchors', 'make_anchors', 'ssd_scales', 'ssd_shapes', 'ssd_anchors_per_cell',
+           'ssd_anchors', 'ssd300_anchors']
 
 # %% ../nbs/04_anchors.ipynb #589a10d7
 def _pair(o): return (o,o) if isinstance(o, (int,float)) else tuple(o)
@@ -73,6 +74,10 @@ def anchor_shapes(zooms=(1.,), # scales of the cell
 def anchors_per_cell(zooms=(1.,), ratios=((1.,1.),))->int:
     "`k`, the number of anchors in each cell"
     return len(zooms)*len(ratios)
+
+# %% ../nbs/04_anchors.ipynb #a1b2c3d4
+LESSON_ZOOMS  = (0.75, 1., 1.3)                       # the course notes' zooms: one configuration for 04, 05 and 06
+LESSON_RATIOS = ((1.,1.), (1.,0.5), (0.5,1.))
 
 # %% ../nbs/04_anchors.ipynb #5b2551e3
 def _grids(grids): return [grids] if isinstance(grids, int) else list(grids)

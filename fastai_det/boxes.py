@@ -14,9 +14,9 @@ from matplotlib import patches, patheffects
 import math
 
 # %% auto #0
-__all__ = ['xyxy2cxcywh', 'cxcywh2xyxy', 'xywh2xyxy', 'xyxy2xywh', 'tlbr2xyxy', 'xyxy2tlbr', 'box_area', 'box_inter', 'box_iou',
-           'clip_boxes', 'box_valid', 'encode_boxes', 'decode_boxes', 'draw_outline', 'draw_rect', 'draw_text',
-           'label_color', 'show_boxes', 'show_target_pred']
+__all__ = ['BBOX_XFORM_CLIP', 'xyxy2cxcywh', 'cxcywh2xyxy', 'xywh2xyxy', 'xyxy2xywh', 'tlbr2xyxy', 'xyxy2tlbr', 'box_area',
+           'box_inter', 'box_iou', 'clip_boxes', 'box_valid', 'encode_boxes', 'decode_boxes', 'draw_outline',
+           'draw_rect', 'draw_text', 'label_color', 'show_boxes', 'show_target_pred']
 
 # %% ../nbs/00_boxes.ipynb #9e034029
 def xyxy2cxcywh(b:Tensor)->Tensor: "`b` (...,4) xyxy -> cxcywh";  return box_convert(b, 'xyxy', 'cxcywh')
@@ -67,12 +67,14 @@ def encode_boxes(bbs:Tensor, # (...,A,4) xyxy target boxes, one per anchor
     sz  = torch.log(b[...,2:].clamp(min=1e-6) / ancs[...,2:]) / variances[1]
     return torch.cat([ctr, sz], -1)
 
+BBOX_XFORM_CLIP = math.log(1000/16)   # torchvision's `BoxCoder`: one inf box would turn `batched_nms`'s offsets into NaN
+
 def decode_boxes(offs:Tensor, # (...,A,4) offsets from the model
                  ancs:Tensor, # (A,4) anchors, cxcywh
                  variances=(0.1,0.2))->Tensor: # (...,A,4) xyxy boxes
     "Decode SSD offsets `offs` against `ancs` (cxcywh) into xyxy boxes"
     ctr = offs[...,:2]*variances[0]*ancs[...,2:] + ancs[...,:2]
-    sz  = torch.exp(offs[...,2:]*variances[1]) * ancs[...,2:]
+    sz  = torch.exp((offs[...,2:]*variances[1]).clamp(max=BBOX_XFORM_CLIP)) * ancs[...,2:]
     return cxcywh2xyxy(torch.cat([ctr, sz], -1))
 
 # %% ../nbs/00_boxes.ipynb #2298b064

@@ -7,21 +7,23 @@ Docs: https://fastai-det.github.io/fastai_det/cli.html.md"""
 # %% ../nbs/11_cli.ipynb #2b814435
 from __future__ import annotations
 import argparse, json, os, sys, time, math, tempfile, warnings, random, contextlib
-# fastai's import of torch.jit.script warns on torch 2.14: not the user's business, keep stderr for our own messages
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 from pathlib import Path
 import numpy as np
 import torch
+with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch.jit.script): not the user's business; no global filter
+    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+    from fastai.callback.core import Callback, CancelFitException
 from fastcore.basics import store_attr
-from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import load_learner
 from fastai.torch_core import set_seed
 from .data import (make_shapes, shapes_path, read_coco, read_voc, det_dls, DataError, DetRecords, SHAPES)
+from .bodies import create_det_body
+from .ssd import TimeBudget
 
 # %% auto #0
-__all__ = ['MODELS', 'EXAMPLES', 'CLIError', 'atomic_write', 'write_json', 'load_records', 'build_learner', 'Checkpoint',
-           'StopOnNaN', 'train', 'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_pictures',
-           'evaluate', 'predict', 'make_data', 'parser', 'main']
+__all__ = ['MODELS', 'PRETRAINED', 'EXAMPLES', 'CLIError', 'atomic_write', 'write_json', 'load_records', 'resolve_pretrained',
+           'build_learner', 'Checkpoint', 'StopOnNaN', 'train', 'patch_fastai_distrib', 'world_size', 'rank',
+           'evaluate_learner', 'save_pictures', 'evaluate', 'predict', 'make_data', 'parser']
 
 # %% ../nbs/11_cli.ipynb #87f0202a
 class CLIError(Exception):
@@ -79,22 +81,43 @@ def load_records(data=None, # None: the embedded dataset; a folder or a COCO jso
 # %% ../nbs/11_cli.ipynb #efb9f9b8
 MODELS = ('ssd', 'ssd-multi', 'retinanet')
 
+PRETRAINED = ('auto', 'shapes', 'imagenet', 'none')
+
+def resolve_pretrained(pretrained:str, arch:str):
+    "`--pretrained` -> `create_det_body`'s argument: 'auto' is the shipped shapes body where `arch` has one, else random weights"
+    from fastai_det.bodies import WEIGHTS_DIR
+    if pretrained not in PRETRAINED: raise CLIError(f"--pretrained {pretrained!r}: expected one of {', '.join(PRETRAINED)}")
+    if pretrained == 'auto': return 'shapes' if (WEIGHTS_DIR/f'shapes_{arch}.pth').is_file() else False
+    return {'none': False, 'imagenet': True}.get(pretrained, pretrained)
+
 def build_learner(model:str, dls, loss:str='bce', arch:str='resnet18',
-                  sep:bool=False, # RetinaNet only: depthwise-separable head convs
+                  sep:bool|None=None, # RetinaNet only: depthwise-separable head convs (None: yes for a RetinaNet)
+                  pretrained:str='auto', # 'auto', 'shapes', 'imagenet' or 'none' (see `resolve_pretrained`)
                   **kwargs):
     "A detection learner for `model` on `dls`"
     import torchvision
     from fastai_det.ssd import ssd_learner
     from fastai_det.metrics import MAP, MAP50
+    from fastai_det.focal import cls_loss_fn
+    loss = cls_loss_fn(loss)
     if model not in MODELS: raise CLIError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
     a = getattr(torchvision.models, arch, None)
-    if a is None: raise CLIError(f"--arch {arch!r}: not a torchvision model")
+    if a is None or not callable(a): raise CLIError(f"--arch {arch!r}: not a torchvision model function (e.g. mobilenet_v3_large, resnet18)")
+    kwargs['pretrained'] = resolve_pretrained(pretrained, arch)
+    try: create_det_body(a, pretrained=kwargs['pretrained'])     # a missing weights file fails here, before any data is read
+    except (FileNotFoundError, ValueError) as e: raise CLIError(str(e)) from None
     metrics = [MAP(), MAP50()]
+    if sep is None: sep = model == 'retinanet'
     if sep and model != 'retinanet': raise CLIError(f"--sep: only --model retinanet has a depthwise-separable head option, not {model!r}")
-    if model == 'ssd': return ssd_learner(dls, a, grids=4, zooms=(1.,), ratios=((1.,1.),), loss=loss, metrics=metrics, **kwargs)
-    if model == 'ssd-multi': return ssd_learner(dls, a, loss=loss, metrics=metrics, **kwargs)
-    from fastai_det.retinanet import retinanet_learner
-    return retinanet_learner(dls, a, loss=loss, sep=sep, metrics=metrics, **kwargs)
+    try:
+        if model == 'ssd': learn = ssd_learner(dls, a, grids=4, zooms=(1.,), ratios=((1.,1.),), loss=loss, metrics=metrics, **kwargs)
+        elif model == 'ssd-multi': learn = ssd_learner(dls, a, loss=loss, metrics=metrics, **kwargs)
+        else:
+            from fastai_det.retinanet import retinanet_learner
+            learn = retinanet_learner(dls, a, loss=loss, sep=sep, metrics=metrics, **kwargs)
+    except ValueError as e: raise CLIError(f"--model {model} --arch {arch}: {e}") from None
+    learn.pretrained = bool(kwargs['pretrained'])
+    return learn
 
 # %% ../nbs/11_cli.ipynb #1343e55f
 def _history_rows(learn, n_done:int)->list:
@@ -139,7 +162,7 @@ def train(a)->dict:
     a.world_size = world_size()
     tr,va = load_records(a.data, 'valid', seed=a.seed)
     dls = det_dls(tr, va, 'boxes', size=a.size, bs=a.bs, show_progress=not a.quiet)
-    learn = build_learner(a.model, dls, a.loss, a.arch, a.sep)
+    learn = build_learner(a.model, dls, a.loss, a.arch, a.sep, a.pretrained)
     ck = out/'checkpoint.pth'
     start = 0
     if a.resume:
@@ -151,11 +174,12 @@ def train(a)->dict:
         print(f"resuming after epoch {state['epoch']+1} of {a.epochs}")
     learn.nan_batch = None
     t0 = time.perf_counter()
-    cbs = ([Checkpoint(ck)] if rank() == 0 else []) + [StopOnNaN()]
+    cbs = ([Checkpoint(ck)] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
+    lr = slice(a.lr/10, a.lr) if learn.pretrained else a.lr      # a pretrained body learns at a tenth of the head's rate
     def fit():
         if a.quiet or rank():
-            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(a.epochs, a.lr, start_epoch=start, cbs=cbs)
-        else: learn.fit_one_cycle(a.epochs, a.lr, start_epoch=start, cbs=cbs)
+            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(a.epochs, lr, start_epoch=start, cbs=cbs)
+        else: learn.fit_one_cycle(a.epochs, lr, start_epoch=start, cbs=cbs)
     if start < a.epochs:
         if world_size() > 1:
             patch_fastai_distrib()
@@ -323,6 +347,8 @@ def parser()->argparse.ArgumentParser:
     "The `fastai-det` argument parser"
     p = argparse.ArgumentParser(prog='fastai-det', description='Object detection with fastai: make data, train, evaluate, predict.',
                                 epilog='run `fastai-det COMMAND --help` for examples')
+    from fastai_det import __version__
+    p.add_argument('--version', action='version', version=f'fastai-det {__version__}')
     sub = p.add_subparsers(dest='cmd', required=True, metavar='COMMAND')
     fmt = argparse.RawDescriptionHelpFormatter
     s = sub.add_parser('make-data', help='write the embedded shapes dataset', epilog=EXAMPLES['make-data'], formatter_class=fmt)
@@ -334,9 +360,12 @@ def parser()->argparse.ArgumentParser:
     s = sub.add_parser('train', help='train a detector', epilog=EXAMPLES['train'], formatter_class=fmt)
     s.add_argument('--data', default=None, help='COCO json, VOC folder, PASCAL_2007 folder or make-data folder (default: the embedded dataset)')
     s.add_argument('--model', default='retinanet', help=f"one of {', '.join(MODELS)} (default: %(default)s)")
-    s.add_argument('--loss', default='focal', choices=['bce','focal','ce'], help='class loss (default: %(default)s)')
-    s.add_argument('--arch', default='resnet18', help='torchvision body (default: %(default)s)')
-    s.add_argument('--sep', action=argparse.BooleanOptionalAction, default=False, help="retinanet: depthwise-separable head convs, as ssdlite's (default: %(default)s)")
+    s.add_argument('--loss', default='ce', choices=['bce','focal','ce'], help='class loss: ce is softmax with hard-negative mining (default: %(default)s)')
+    s.add_argument('--arch', default='mobilenet_v3_large', help='torchvision body (default: %(default)s)')
+    s.add_argument('--pretrained', default='auto', choices=PRETRAINED,
+                   help="body weights: shapes (shipped with fastai_det), imagenet (local torch cache only), none; auto: shapes where the arch has them (default: %(default)s)")
+    s.add_argument('--sep', action=argparse.BooleanOptionalAction, default=None, help="retinanet: depthwise-separable head convs, as ssdlite's (default: yes)")
+    s.add_argument('--time', type=float, default=None, help='train for this many minutes, the schedule fitted to the clock (--epochs is then an upper bound)')
     s.add_argument('--size', type=int, default=128); s.add_argument('--bs', type=int, default=32)
     s.add_argument('--epochs', type=int, default=12); s.add_argument('--lr', type=float, default=3e-3)
     s.add_argument('--seed', type=int, default=42); s.add_argument('--out', default='runs/det')
@@ -354,10 +383,46 @@ def parser()->argparse.ArgumentParser:
     return p
 
 # %% ../nbs/11_cli.ipynb #f47ee91c
+def _out_ok(out, what='--out'):
+    "`out` can be made or written as a folder: not an existing file, and its nearest existing parent writable"
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise CLIError(f"{what} {out}: is a file, not a folder; choose another path")
+    d = out
+    while not d.exists(): d = d.parent
+    if not os.access(d, os.W_OK): raise CLIError(f"{what} {out}: {d} is not writable")
+
+def check_args(a):
+    "Refuse bad options before any work starts, with a one-line message (exit code 2)"
+    def need(ok, opt, what):
+        v = getattr(a, opt[2:].replace('-','_'))
+        if not ok: raise CLIError(f"{opt} {v!r if isinstance(v, str) else v}: {what}")
+    if a.cmd == 'train':
+        need(a.epochs >= 1, '--epochs', 'must be at least 1')
+        need(a.bs >= 1, '--bs', 'must be at least 1')
+        need(a.size >= 64 and a.size % 32 == 0, '--size', 'must be a multiple of 32, at least 64 (the bodies downsample by 32)')
+        need(math.isfinite(a.lr) and a.lr > 0, '--lr', 'must be a positive number')
+        import torchvision
+        need(callable(getattr(torchvision.models, a.arch, None)), '--arch', 'not a torchvision model function (e.g. mobilenet_v3_large, resnet18)')
+        need(a.model in MODELS, '--model', f"expected one of {', '.join(MODELS)}")
+        resolve_pretrained(a.pretrained, a.arch)
+        if a.time is not None: need(math.isfinite(a.time) and a.time > 0, '--time', 'must be a positive number of minutes')
+        _out_ok(a.out)
+    elif a.cmd == 'make-data':
+        need(a.n_train >= 1 and a.n_valid >= 1, '--n-train' if a.n_train < 1 else '--n-valid', 'must be at least 1')
+        need(a.n_test >= 0, '--n-test', 'must be 0 or more')
+        need(a.size >= 32, '--size', 'must be at least 32')
+        _out_ok(a.out)
+    elif a.cmd == 'eval':
+        need(a.bs >= 1, '--bs', 'must be at least 1')
+        if a.out: _out_ok(a.out)
+    elif a.cmd == 'predict':
+        need(0 <= a.thresh <= 1, '--thresh', 'must be between 0 and 1')
+        _out_ok(a.out)
+
 def main(argv=None):
     "Entry point of the `fastai-det` console script"
     a = parser().parse_args(argv)
-    try: a.func(a); return 0
+    try: check_args(a); a.func(a); return 0
     except (CLIError, DataError) as e:
         print(f"fastai-det {a.cmd}: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt: print(f"fastai-det {a.cmd}: interrupted", file=sys.stderr); sys.exit(130)

@@ -28,7 +28,7 @@ __all__ = ['VOC_CLASSES', 'SHAPES', 'TASKS', 'ImgAnnot', 'DataError', 'DetItem',
            'read_voc', 'verify_images', 'draw_shapes_image', 'shapes_path', 'make_shapes', 'show_records',
            'records_stats', 'plot_stats', 'rec_fname', 'rec_bbs', 'rec_lbls', 'rec_classes', 'largest_bb',
            'largest_lbl', 'largest_cls', 'has_objects', 'det_tfms', 'bb_pad_long', 'det_dblock', 'det_dls',
-           'shapes_dls']
+           'shapes_dls', 'batch_images', 'unscale_boxes']
 
 # %% ../nbs/01_data.ipynb #d6d373bf
 class ImgAnnot(tuple):
@@ -512,3 +512,19 @@ def shapes_dls(path=None, # the dataset folder; default `shapes_path()`, made if
     "`DataLoaders` for `task` on the embedded shapes dataset (see `make_shapes`)"
     path = make_shapes(path, n_train=n_train, n_valid=n_valid)
     return det_dls(read_coco(path/'train.json'), read_coco(path/f'{valid_split}.json'), task=task, size=size, bs=bs, aug=aug, **kwargs)
+
+# %% ../nbs/01_data.ipynb #b0a1c2d4
+def batch_images(dl, # the `TfmdDL` that made the batch
+                 xb, # (bs,3,h,w) a batch of images as the model sees them
+                )->torch.Tensor: # (bs,h,w,3) floats in [0,1]
+    "The images of batch `xb` as a person sees them: decoded through `dl`'s pipeline (undoing `Normalize`)"
+    x = dl.decode((xb,))[0].as_subclass(torch.Tensor).float()
+    return (x/255 if x.max() > 1 else x).clamp(0,1).permute(0,2,3,1).cpu()
+
+def unscale_boxes(bbs:torch.Tensor, # (...,4) xyxy in [-1,1] of the (squished) model input
+                  size, # (w,h) of the image to map to: the input itself, or the original image
+                 )->torch.Tensor:
+    "Batch boxes in [-1,1] -> pixels of an image of `size` (w,h) that was squished to the input, clipped to it"
+    w,h = size
+    sz = torch.tensor([w,h,w,h], dtype=torch.float32)
+    return torch.minimum(((bbs.as_subclass(torch.Tensor).float().cpu() + 1) / 2 * sz).clamp(min=0), sz)

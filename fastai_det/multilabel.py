@@ -13,30 +13,38 @@ from torch import nn
 from fastcore.meta import delegates
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat
-from fastai.metrics import accuracy_multi, F1ScoreMulti
+from fastai.metrics import accuracy_multi, skm_to_fastai, ActivationType
+import sklearn.metrics as skm
 from fastai.vision.learner import create_head
 from torchvision.models import resnet18
-from .single_object import create_det_body, body_out
+from .bodies import create_det_body, body_out, add_norm, wants_norm, det_splitter
 
 # %% auto #0
-__all__ = ['multilabel_learner', 'best_thresh']
+__all__ = ['multilabel_learner', 'f1_samples', 'best_thresh']
 
 # %% ../nbs/03_multilabel.ipynb #94befd31
 @delegates(Learner.__init__)
 def multilabel_learner(dls, # `task='multilabel'` DataLoaders
                        arch=resnet18,
-                       pretrained=False, # True: ImageNet weights (local torch cache); a file: a body from `save_body`/`shapes_body`
+                       pretrained=False, # False, 'shapes', True/'imagenet' or a `save_body` file (see `create_det_body`)
+                       normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained, as `vision_learner` does
                        thresh:float=0.5, metrics=None, **kwargs)->Learner:
     "A multi-label classifier: `arch` body, fastai's head, BCE, `accuracy_multi` and F1 at `thresh`"
     body = create_det_body(arch, pretrained=pretrained)
+    if normalize and wants_norm(pretrained): add_norm(dls)
     model = nn.Sequential(body, create_head(body_out(body)[0], dls.c))
-    if metrics is None: metrics = [partial(accuracy_multi, thresh=thresh), F1ScoreMulti(thresh=thresh, average='samples')]
-    return Learner(dls, model, loss_func=BCEWithLogitsLossFlat(thresh=thresh), metrics=metrics, **kwargs)
+    if metrics is None: metrics = [partial(accuracy_multi, thresh=thresh), f1_samples(thresh)]
+    return Learner(dls, model, loss_func=BCEWithLogitsLossFlat(thresh=thresh), metrics=metrics,
+                   splitter=kwargs.pop('splitter', det_splitter), **kwargs)
+
+def f1_samples(thresh:float=0.5):
+    "fastai's `F1ScoreMulti(average='samples')`, with F1 = 1 on an image where nothing is there and nothing is predicted (sklearn's `zero_division=1`)"
+    return skm_to_fastai(skm.f1_score, thresh=thresh, activation=ActivationType.Sigmoid, flatten=False, average='samples', zero_division=1.)
 
 # %% ../nbs/03_multilabel.ipynb #160c0878
 def best_thresh(learn:Learner, threshs=np.linspace(0.05, 0.95, 19), ds_idx:int=1)->tuple:
     "Sweep `threshs` on `ds_idx`: (best threshold by F1 over samples, F1 of each threshold, accuracy of each)"
-    probs,targs = learn.get_preds(ds_idx=ds_idx)
+    with learn.no_bar(): probs,targs = learn.get_preds(ds_idx=ds_idx)
     targs = targs.bool()
     f1s,accs = [],[]
     for t in threshs:

@@ -6,25 +6,20 @@ Docs: https://fastai-det.github.io/fastai_det/retinanet.html.md"""
 
 # %% ../nbs/10_retinanet.ipynb #11d11466
 from __future__ import annotations
-import math, json, hashlib
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from fastai.torch_core import Module
 from fastai.learner import Learner
-from filelock import FileLock
-from pathlib import Path
-from fastai.torch_core import set_seed
-from torchvision.models import resnet18, mobilenet_v3_large
-from .anchors import make_anchors, flatten_conv, anchors_per_cell
+from torchvision.models import resnet18
+from .anchors import make_anchors, flatten_conv
 from .ssd import SSDLoss, DetLearner, LossPart, LossParts, cls_bias, _n_cls
-from .single_object import create_det_body, body_blocks, save_body
-from .data import make_shapes, det_dls, read_coco
-import fastai_det.focal
+from .bodies import create_det_body, body_blocks, add_norm, wants_norm, det_splitter
+from .focal import cls_loss_fn
 
 # %% auto #0
-__all__ = ['RETINA_RATIOS', 'BodyFeatures', 'FPN', 'retina_zooms', 'RetinaHead', 'RetinaNet', 'retinanet_learner', 'shapes_body']
+__all__ = ['RETINA_RATIOS', 'BodyFeatures', 'FPN', 'retina_zooms', 'RetinaHead', 'RetinaNet', 'retinanet_learner']
 
 # %% ../nbs/10_retinanet.ipynb #499fd078
 class BodyFeatures(Module):
@@ -113,35 +108,19 @@ def retinanet_learner(dls, # detection `DataLoaders` (task 'boxes')
                       n_convs:int=2, # convs in each subnet
                       sep:bool=False, # depthwise-separable subnet convs, as ssdlite's head (learns faster from scratch: see below)
                       base:float=2., # anchor size in cells of its level
-                      loss:str='focal', loc_loss:str|None=None, thresh:float=0.5, pretrained:bool=False,
+                      loss='focal', # the class loss: a function or a name for `cls_loss_fn` ('focal', 'ce', 'bce')
+                      loc_loss:str|None=None, thresh:float=0.5,
+                      pretrained=False, # False, 'shapes', True/'imagenet' or a `save_body` file (see `create_det_body`)
+                      normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained, as `vision_learner` does
                       prior:float=0.01, loss_kw:dict|None=None, metrics=None, cbs=None, **kwargs)->DetLearner:
     "A RetinaNet-style `DetLearner`: FPN on `arch`, shared subnets, 9 anchors per cell per level, focal loss"
-    n_cls = _n_cls(dls)
+    n_cls,cls_f = _n_cls(dls),cls_loss_fn(loss)
+    body = create_det_body(arch, pretrained=pretrained)
+    if normalize and wants_norm(pretrained): add_norm(dls)
     sz = dls.one_batch()[0].shape[-1] if dls.train.n else 128
-    model = RetinaNet(create_det_body(arch, pretrained=pretrained), n_cls, sz, nf, n_extra, n_convs, 9, prior, sep, loss=='ce')
+    model = RetinaNet(body, n_cls, sz, nf, n_extra, n_convs, 9, prior, sep, getattr(cls_f, 'softmax', False))
     ancs = make_anchors(model.grids(sz), retina_zooms(base), RETINA_RATIOS)
-    loss_func = SSDLoss(ancs, loss, encoding='ssd', thresh=thresh, loc_loss=loc_loss, **(loss_kw or {}))
+    loss_func = SSDLoss(ancs, cls_f, encoding='ssd', thresh=thresh, loc_loss=loc_loss, **(loss_kw or {}))
     metrics = [LossPart('loc'), LossPart('cls')] + list(metrics or [])
-    return DetLearner(dls, model, loss_func=loss_func, metrics=metrics, cbs=[LossParts()]+list(cbs or []), **kwargs)
-
-# %% ../nbs/10_retinanet.ipynb #1a315c6d
-def shapes_body(arch=mobilenet_v3_large, # the body to train (a torchvision model function)
-                epochs:int=12, lr:float=1e-3, size:int=128, bs:int=32, seed:int=0,
-                path=None, # a folder made by `make_shapes` (default `shapes_path()`, made if absent)
-                cache=None, # folder for the weights; default `~/.fastai/models`
-                show_progress:bool=True)->Path:
-    "The file of `arch`'s body weights from a RetinaNet trained on the embedded shapes (trained on the first call, then cached)"
-    path = Path(path) if path is not None and (Path(path)/'meta.json').is_file() else make_shapes(path, show_progress=False)
-    name = getattr(arch, '__name__', str(arch))
-    recipe = ['retinanet', 'ce', 'sep', 'adam-constant', name, epochs, lr, size, bs, seed, (path/'meta.json').read_text()]
-    fn = Path(cache or Path.home()/'.fastai'/'models')/f"shapes_{name}_{hashlib.sha1(json.dumps(recipe).encode()).hexdigest()[:10]}.pth"
-    fn.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(fn.with_suffix('.lock')):      # one process trains, the others wait, then read its file
-        if fn.is_file(): return fn
-        set_seed(seed)
-        dls = det_dls(read_coco(path/'train.json'), read_coco(path/'valid.json'), task='boxes', size=size, bs=bs, show_progress=False)
-        learn = retinanet_learner(dls, arch, loss='ce', sep=True)
-        if show_progress: learn.fit(epochs, lr)
-        else:
-            with learn.no_bar(), learn.no_logging(): learn.fit(epochs, lr)
-        return save_body(learn.model.body.blocks, fn)
+    return DetLearner(dls, model, loss_func=loss_func, metrics=metrics, cbs=[LossParts()]+list(cbs or []),
+                      splitter=kwargs.pop('splitter', det_splitter), **kwargs)

@@ -13,76 +13,13 @@ from pathlib import Path
 from torch import nn, Tensor
 from fastai.vision.all import *
 from .boxes import show_target_pred
+from .bodies import create_det_body, body_out, add_norm, wants_norm, det_splitter
+from .data import batch_images, unscale_boxes
 
 # %% auto #0
-__all__ = ['set_bn_momentum', 'weights_file', 'body_blocks', 'save_body', 'create_det_body', 'body_out', 'single_object_head',
-           'SingleObjectLoss', 'detn_acc', 'detn_l1', 'SingleObjectLearner', 'single_object_learner']
+__all__ = ['single_object_head', 'SingleObjectLoss', 'detn_acc', 'detn_l1', 'SingleObjectLearner', 'single_object_learner']
 
-# %% ../nbs/02_single_object.ipynb #c82e87a8
-def set_bn_momentum(m:nn.Module, momentum:float=0.1)->nn.Module:
-    "Set the `momentum` of every BatchNorm in `m`"
-    for o in m.modules():
-        if isinstance(o, nn.modules.batchnorm._BatchNorm): o.momentum = momentum
-    return m
-
-def weights_file(arch)->tuple:
-    "Where torch hub caches the default torchvision weights of `arch`, and those weights"
-    w = torchvision.models.get_model_weights(arch).DEFAULT
-    return Path(torch.hub.get_dir())/'checkpoints'/Path(w.url).name, w
-
-def body_blocks(body:nn.Module)->list:
-    "The blocks of a fastai body, in order: its children, looking inside a single wrapping `nn.Sequential`"
-    ch = list(body.children())
-    return body_blocks(ch[0]) if len(ch) == 1 and isinstance(ch[0], nn.Sequential) else ch
-
-def save_body(body:nn.Module, fn)->Path:
-    "Save `body`'s weights block by block, for `create_det_body(arch, pretrained=fn)` in any model built on the same `arch`"
-    fn = Path(fn); fn.parent.mkdir(parents=True, exist_ok=True)
-    tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp')       # written aside, then renamed: a reader never sees half a file
-    torch.save(nn.Sequential(*body_blocks(body)).state_dict(), tmp)
-    os.replace(tmp, fn)
-    return fn
-
-def create_det_body(arch=resnet18, # a torchvision model function, e.g. `resnet34`
-                    pretrained:bool|str|Path=False, # True: ImageNet weights from the local torch cache (never downloaded); a file: weights from `save_body`
-                    n_in:int=3, # input channels
-                    cut=None, # where to cut `arch` (default: fastai's `model_meta`)
-                    bn_momentum:float=0.1, # BatchNorm momentum of a body not trained on ImageNet
-                   )->nn.Module:
-    "The body of torchvision's `arch`: random weights, its ImageNet weights from the local torch cache, or weights saved by `save_body`"
-    name = getattr(arch, '__name__', str(arch))
-    imagenet = pretrained is True
-    if imagenet:
-        fn,w = weights_file(arch)
-        if not fn.exists(): raise FileNotFoundError(
-            f"pretrained=True needs {name}'s ImageNet weights in the local torch cache, {fn}, and they are not there "
-            f"(fastai_det never downloads). Copy {Path(w.url).name} there from a machine that has it (`python -c \"import torchvision; "
-            f"torchvision.models.{name}(weights='DEFAULT')\"` fills that machine's cache), or use pretrained=False.")
-        model = arch(weights=w)
-    else: model = arch(weights=None)
-    body = create_body(model, n_in, imagenet, ifnone(cut, model_meta.get(arch, {'cut':None})['cut']))
-    if imagenet: return body
-    set_bn_momentum(body, bn_momentum)
-    if pretrained is not False and pretrained is not None:
-        fn = Path(pretrained)
-        if not fn.is_file(): raise FileNotFoundError(f"pretrained={str(pretrained)!r}: no such file; pass True (ImageNet weights), "
-                                                     f"False, or a file written by `save_body` (e.g. `shapes_body`'s)")
-        try: nn.Sequential(*body_blocks(body)).load_state_dict(torch.load(fn, map_location='cpu', weights_only=True))
-        except RuntimeError as e: raise ValueError(f"{fn}: holds the weights of another body, not of {name} with {n_in} input "
-                                                   f"channels; make it with `save_body` on a {name} body") from e
-    return body
-
-# %% ../nbs/02_single_object.ipynb #c5407526
-def body_out(body:nn.Module, size=(128,128))->tuple:
-    "(channels, h, w) of `body`'s output for one image of `size` (an int or (h,w))"
-    h,w = (size,size) if isinstance(size, int) else size
-    n_in = next(p for p in body.parameters() if p.dim()==4).shape[1]
-    with torch.no_grad(): 
-        training = body.training; body.eval()
-        try: return tuple(body(torch.zeros(1, n_in, h, w, device=next(body.parameters()).device)).shape[1:])
-        finally: body.train(training)
-
-# %% ../nbs/02_single_object.ipynb #9b988d5b
+# %% ../nbs/02_single_object.ipynb #30d9099c
 def single_object_head(nin:int, # the body's channels x h x w, flattened
                        n_out:int, # 4 box coordinates + c class logits
                        nh:int=256, ps:float=0.5)->nn.Sequential:
@@ -99,7 +36,7 @@ def _targ(bbs:Tensor, lbls:Tensor)->tuple:
     "Batch target (bs,1,4), (bs,1) -> box (bs,4) clamped to [-1,1] and class index (bs,) among the real classes"
     return bbs.as_subclass(Tensor)[:,0].clamp(-1,1), lbls.as_subclass(Tensor)[:,0].long() - 1
 
-# %% ../nbs/02_single_object.ipynb #9d0682e9
+# %% ../nbs/02_single_object.ipynb #7fc52b0a
 class SingleObjectLoss(Module):
     "`L1(box) + w * CE(class)` of the largest object; `activation` and `decodes` make `predict`/`show_results` work"
     def __init__(self, w:float=1., box:bool=True, cls:bool=True): store_attr(); self.parts = {}
@@ -117,7 +54,7 @@ class SingleObjectLoss(Module):
         "Activated (bs,4+c) -> (TensorBBox (bs,1,4), TensorMultiCategory (bs,1)) as the batch has them"
         return TensorBBox(x[:,None,:4]), TensorMultiCategory(x[:,4:].argmax(-1)[:,None] + 1)
 
-# %% ../nbs/02_single_object.ipynb #26f3ccfa
+# %% ../nbs/02_single_object.ipynb #47185aac
 def detn_acc(pred, bbs, lbls)->Tensor:
     "Accuracy of the largest object's class"
     _,logits = _split(pred); _,t_c = _targ(bbs, lbls)
@@ -128,15 +65,14 @@ def detn_l1(pred, bbs, lbls, sz:int=128)->Tensor:
     bb,_ = _split(pred); t_bb,_ = _targ(bbs, lbls)
     return (bb - t_bb).abs().mean() * sz/2
 
-# %% ../nbs/02_single_object.ipynb #39890fe4
+# %% ../nbs/02_single_object.ipynb #f713ffdc
 class SingleObjectLearner(Learner):
     "A `Learner` whose `predict` gives the largest object's class name, probability and box in the image's own pixels"
     def predict(self, item)->dict:
         img = item if isinstance(item, PILImage) else PILImage.create(item)
         dl = self.dls.test_dl([img])
-        x, = self.get_preds(dl=dl, reorder=False)[:1]
-        w,h = img.size
-        b = (x[0,:4] + 1)/2 * torch.tensor([w,h,w,h])
+        with self.no_bar(): x, = self.get_preds(dl=dl, reorder=False)[:1]
+        b = unscale_boxes(x[0,:4], img.size)
         box = torch.cat([torch.minimum(b[:2], b[2:]), torch.maximum(b[:2], b[2:])]).tolist()  # the 4 outputs are free: order the corners
         c = int(x[0,4:].argmax())
         return dict(name=self.dls.vocab[c+1], label=c+1, prob=float(x[0,4+c]), box=box)
@@ -145,10 +81,9 @@ class SingleObjectLearner(Learner):
         "The true largest object next to the predicted one (class and probability), for `max_n` images of `ds_idx`"
         dl = self.dls[ds_idx].new(shuffle=False, drop_last=False, bs=max_n)
         b = dl.one_batch()
-        x, = self.get_preds(dl=[b], reorder=False)[:1]
-        imgs = dl.decode((b[0],))[0].as_subclass(Tensor).permute(0,2,3,1).clamp(0,1)
-        h,w = imgs.shape[1:3]
-        px = lambda bb: ((bb.as_subclass(Tensor) + 1)/2 * torch.tensor([w,h,w,h])).clamp(0, max(w,h))
+        with self.no_bar(): x, = self.get_preds(dl=[b], reorder=False)[:1]
+        imgs = batch_images(dl, b[0])                                   # decoded by fastai's pipeline: (bs,h,w,3) in [0,1]
+        px = lambda bb: unscale_boxes(bb, imgs.shape[2:0:-1])
         p,c = x[:,4:].max(-1)
         targs = [dict(boxes=px(bb[:1]), labels=lb[:1]) for bb,lb in zip(b[1].cpu(), b[2].cpu())]
         preds = [dict(boxes=px(x[i:i+1,:4]), labels=[int(c[i])+1], scores=[float(p[i])]) for i in range(len(x))]
@@ -157,15 +92,18 @@ class SingleObjectLearner(Learner):
 @delegates(Learner.__init__)
 def single_object_learner(dls, # `task='largest'` DataLoaders
                           arch=resnet18, w:float=1.,
-                          pretrained=False, # True: ImageNet weights (local torch cache); a file: a body from `save_body`/`shapes_body`
+                          pretrained=False, # False, 'shapes', True/'imagenet' or a `save_body` file (see `create_det_body`)
+                          normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained, as `vision_learner` does
                           nh:int=256, ps:float=0.5,
                           box:bool=True, cls:bool=True, # train the box, the class, or both
                           metrics=None, **kwargs)->SingleObjectLearner:
     "The lesson's largest-object detector: `arch` body, `single_object_head`, `SingleObjectLoss(w)`"
     n_cls = len(dls.vocab) - 1
     body = create_det_body(arch, pretrained=pretrained)
+    if normalize and wants_norm(pretrained): add_norm(dls)
     sz = dls.one_batch()[0].shape[-2:] if dls.train.n else (128,128)
     model = nn.Sequential(body, single_object_head(math.prod(body_out(body, tuple(sz))), 4 + n_cls, nh, ps))
     mets = ([detn_acc] if cls else []) + ([partial(detn_l1, sz=sz[-1])] if box else [])
     if metrics is None: metrics = mets
-    return SingleObjectLearner(dls, model, loss_func=SingleObjectLoss(w, box, cls), metrics=metrics, **kwargs)
+    return SingleObjectLearner(dls, model, loss_func=SingleObjectLoss(w, box, cls), metrics=metrics,
+                               splitter=kwargs.pop('splitter', det_splitter), **kwargs)

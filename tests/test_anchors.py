@@ -6,7 +6,7 @@ from fastai_det.boxes import cxcywh2xyxy
 from fastai_det.anchors import (make_anchors, grid_anchors, grid_centers, anchor_shapes, anchors_per_cell, flatten_conv,
                                 clip_anchors, ssd_scales, ssd_shapes, ssd_anchors, ssd_anchors_per_cell, ssd300_anchors)
 
-LESSON_ZOOMS, LESSON_RATIOS = (0.75, 1., 1.3), ((1.,1.), (1.,0.5), (0.5,1.))
+from fastai_det.anchors import LESSON_ZOOMS, LESSON_RATIOS
 
 def lesson_anchors(anc_grids, anc_zooms, anc_ratios):
     "The 2018 lesson's anchor code (pascal-multi.ipynb), unchanged; returns its (row, col, h, w) layout"

@@ -6,7 +6,8 @@ import numpy as np
 from fastai.learner import load_learner
 from fastai.torch_core import set_seed
 from fastai_det.data import make_shapes, read_coco, det_dls, det_dblock, DetItem, ImgAnnot
-from fastai_det.single_object import single_object_learner, create_det_body, SingleObjectLoss, weights_file
+from fastai_det.single_object import single_object_learner, SingleObjectLoss
+from fastai_det.bodies import create_det_body, weights_file, save_body, body_blocks
 from fastai_det.multilabel import multilabel_learner, best_thresh
 
 ARCH = torchvision.models.mobilenet_v3_small
@@ -65,7 +66,6 @@ def test_pretrained_without_cache(tmp_path, monkeypatch):
 
 def test_save_body_roundtrip_and_bad_files(tmp_path):
     "A body saved block by block loads into a new body of the same arch (same outputs); other bodies and missing files are refused"
-    from fastai_det.single_object import save_body
     set_seed(0)
     b1 = create_det_body(ARCH).eval()
     fn = save_body(b1, tmp_path/'sub'/'b.pth')
@@ -79,7 +79,6 @@ def test_save_body_roundtrip_and_bad_files(tmp_path):
     assert [p.name for p in (tmp_path/'sub').iterdir()] == ['b.pth']             # no temporary file left behind
 
 def test_learners_take_a_saved_body(shapes, tmp_path):
-    from fastai_det.single_object import save_body, body_blocks
     set_seed(0)
     fn = save_body(create_det_body(ARCH), tmp_path/'b.pth')
     w0 = torch.load(fn)['0.0.weight']
@@ -87,22 +86,3 @@ def test_learners_take_a_saved_body(shapes, tmp_path):
         dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), task, size=64, bs=4, show_progress=False)
         learn = mk(dls, ARCH, pretrained=fn)
         assert torch.equal(body_blocks(learn.model[0])[0][0].weight, w0)
-
-def test_shapes_body_trains_once_and_caches(shapes, tmp_path, monkeypatch):
-    "Two threads asking at once train once (the lock); a later call reads the file; another recipe makes another file"
-    import threading
-    import fastai_det.retinanet as R
-    calls = []
-    real = R.retinanet_learner
-    def counting(*a, **k): calls.append(1); return real(*a, **k)
-    monkeypatch.setattr(R, 'retinanet_learner', counting)
-    kw = dict(arch=ARCH, epochs=1, size=64, bs=4, path=shapes, cache=tmp_path, show_progress=False)
-    out = []
-    ts = [threading.Thread(target=lambda: out.append(R.shapes_body(**kw))) for _ in range(2)]
-    for t in ts: t.start()
-    for t in ts: t.join()
-    assert len(out) == 2 and out[0] == out[1] and out[0].is_file() and len(calls) == 1
-    assert R.shapes_body(**kw) == out[0] and len(calls) == 1
-    create_det_body(ARCH, pretrained=out[0])                            # the file is a body of ARCH (else ValueError)
-    other = R.shapes_body(**{**kw, 'lr': 2e-3})
-    assert other != out[0] and len(calls) == 2

@@ -7,7 +7,7 @@ from fastai_det.boxes import box_iou, cxcywh2xyxy, tlbr2xyxy, encode_boxes, deco
 from fastai_det.anchors import make_anchors, ssd300_anchors, ssd_anchors
 from fastai_det.matching import map_to_ground_truth, match_one, match_anchors, sparse_overlaps
 
-LESSON_ZOOMS, LESSON_RATIOS = (0.75, 1., 1.3), ((1.,1.), (1.,0.5), (0.5,1.))
+from fastai_det.anchors import LESSON_ZOOMS, LESSON_RATIOS
 ANCHOR_SETS = {'4x4': make_anchors(4), '189': make_anchors((4,2,1), LESSON_ZOOMS, LESSON_RATIOS),
                'rect': make_anchors([(3,5), 2], (0.8, 1.6), ((1.,1.), (1.,2.))),
                'ssd_small': ssd_anchors((8,4,2,1), [0.1, 0.3, 0.55, 0.8, 1.], ((2,),(2,3),(2,),(2,)))}

@@ -1,10 +1,11 @@
 "RetinaNet: pyramid shapes, anchors per level, and a one-batch overfit"
 import pytest, torch, torchvision
 from fastai.torch_core import set_seed
-from fastai_det.single_object import create_det_body
+from fastai_det.bodies import create_det_body
 from fastai_det.anchors import make_anchors
 from fastai_det.retinanet import BodyFeatures, FPN, RetinaNet, retina_zooms, RETINA_RATIOS
 from fastai_det.ssd import SSDLoss
+from fastai_det.focal import focal_cls_loss
 
 @pytest.mark.parametrize('arch,size,n_extra,grids', [('resnet18', 128, 1, [16, 8, 4, 2]), ('resnet18', 256, 2, [32, 16, 8, 4, 2]),
                                                     ('mobilenet_v3_small', 128, 1, [16, 8, 4, 2])])
@@ -36,7 +37,7 @@ def test_overfit_one_batch(loc_loss):
                         [[-.9, .5, -.7, .7], [0, 0, 0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0]]])
     lbls = torch.tensor([[1, 2], [3, 0], [1, 0], [0, 0]])
     m = RetinaNet(create_det_body(torchvision.models.resnet18), n_cls=3, nf=32)
-    loss_f = SSDLoss(make_anchors(m.grids(128), retina_zooms(), RETINA_RATIOS), 'focal', encoding='ssd', loc_loss=loc_loss)
+    loss_f = SSDLoss(make_anchors(m.grids(128), retina_zooms(), RETINA_RATIOS), focal_cls_loss, encoding='ssd', loc_loss=loc_loss)
     opt = torch.optim.Adam(m.parameters(), 1e-3); losses = []
     for _ in range(60):
         l = loss_f(m(x), bbs, lbls); l.backward(); opt.step(); opt.zero_grad(); losses.append(l.item())

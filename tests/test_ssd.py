@@ -60,9 +60,12 @@ def test_focal_equals_torchvision(alpha, gamma):
 
 def test_focal_through_ssdloss():
     pred, bbs, lbls = rand_batch(2)
-    l = SSDLoss(LESSON, 'focal', gamma=0., alpha=-1)(pred, bbs, lbls)        # gamma 0, no alpha: BCE
-    torch.testing.assert_close(l, SSDLoss(LESSON, 'bce')(pred, bbs, lbls))
-    with pytest.raises(ValueError, match="loss 'x'"): SSDLoss(LESSON, 'x')
+    l = SSDLoss(LESSON, focal_cls_loss, gamma=0., alpha=-1)(pred, bbs, lbls)        # gamma 0, no alpha: BCE
+    torch.testing.assert_close(l, SSDLoss(LESSON, bce_cls_loss)(pred, bbs, lbls))
+    with pytest.raises(TypeError, match="pass the function"): SSDLoss(LESSON, 'bce')
+    from fastai_det.focal import cls_loss_fn
+    assert cls_loss_fn('focal') is focal_cls_loss and cls_loss_fn('ce') is ce_cls_loss and cls_loss_fn(bce_cls_loss) is bce_cls_loss
+    with pytest.raises(ValueError, match="loss 'x'"): cls_loss_fn('x')
 
 def test_ce_hard_negatives():
     logits = torch.randn(2, 50, 4); targ = torch.zeros(2, 50, dtype=torch.long); targ[0, :3] = 2
