@@ -23,7 +23,7 @@ from .ssd import TimeBudget
 # %% auto #0
 __all__ = ['MODELS', 'PRETRAINED', 'EXAMPLES', 'CLIError', 'atomic_write', 'write_json', 'load_records', 'resolve_pretrained',
            'build_learner', 'Checkpoint', 'StopOnNaN', 'train', 'patch_fastai_distrib', 'world_size', 'rank',
-           'evaluate_learner', 'save_pictures', 'evaluate', 'predict', 'make_data', 'parser']
+           'evaluate_learner', 'save_pictures', 'evaluate', 'predict', 'make_data', 'parser', 'check_args', 'main']
 
 # %% ../nbs/11_cli.ipynb #87f0202a
 class CLIError(Exception):
@@ -395,7 +395,7 @@ def check_args(a):
     "Refuse bad options before any work starts, with a one-line message (exit code 2)"
     def need(ok, opt, what):
         v = getattr(a, opt[2:].replace('-','_'))
-        if not ok: raise CLIError(f"{opt} {v!r if isinstance(v, str) else v}: {what}")
+        if not ok: raise CLIError(f"{opt} {repr(v) if isinstance(v, str) else v}: {what}")
     if a.cmd == 'train':
         need(a.epochs >= 1, '--epochs', 'must be at least 1')
         need(a.bs >= 1, '--bs', 'must be at least 1')
