@@ -16,6 +16,7 @@ from fastai.data.transforms import Normalize
 from fastai.vision.core import imagenet_stats
 from fastai.vision.learner import create_body, model_meta
 from fastai.torch_core import params
+import fastai.callback.schedule, fastai.callback.progress   # every learner here: fit_one_cycle, fine_tune, lr_find, the progress table
 from torchvision.models import resnet18, mobilenet_v3_large
 
 # %% auto #0

@@ -16,7 +16,7 @@ with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch
 from fastcore.basics import store_attr
 from fastai.learner import load_learner
 from fastai.torch_core import set_seed
-from .data import (make_shapes, shapes_path, read_coco, read_voc, det_dls, DataError, DetRecords, SHAPES)
+from .data import (make_shapes, shapes_path, read_coco, read_voc, det_dls, DataError, DetRecords, SHAPES, load_image)
 from .bodies import create_det_body
 from .ssd import TimeBudget
 
@@ -270,7 +270,7 @@ def save_pictures(learn, res, recs, out, n:int=6):
     n = min(n, len(recs))
     fig,axs = plt.subplots(2, n, figsize=(2.8*n, 5.6), squeeze=False)
     for i in range(n):
-        img = Image.open(recs.fnames[i]).convert('RGB'); a = recs.annots[i]; d = res['preds'][i]
+        img = load_image(recs.fnames[i]); a = recs.annots[i]; d = res['preds'][i]
         show_boxes(torch.tensor(a.bbs).view(-1,4), a.lbls, ax=axs[0,i], img=img, colors=[label_color(res['classes'].index(l)+1) for l in a.lbls])
         k = d['scores'] > 0.3
         show_boxes(d['boxes'][k], [d['names'][j] for j in k.nonzero()[:,0]], d['scores'][k], ax=axs[1,i], img=img,
@@ -313,7 +313,7 @@ def predict(a)->list:
     for f in fns:
         if not f.is_file(): raise CLIError(f"{f}: no such image")
         try:
-            with Image.open(f) as im: im.load()
+            load_image(f)
         except Exception as e: raise CLIError(f"{f}: cannot be decoded as an image ({type(e).__name__})") from None
     dets = learn.predict_batch(fns, score_thresh=a.thresh)
     out = Path(a.out); res = []
@@ -322,7 +322,7 @@ def predict(a)->list:
             res.append(dict(image_id=i, file_name=str(f), category_id=int(l), category_name=n, score=round(s, 5),
                             bbox=[round(b[0],2), round(b[1],2), round(b[2]-b[0],2), round(b[3]-b[1],2)]))
         fig,ax = plt.subplots(figsize=(5,5))
-        show_boxes(d['boxes'], d['names'], d['scores'], ax=ax, img=Image.open(f).convert('RGB'), colors=[label_color(int(l)) for l in d['labels']])
+        show_boxes(d['boxes'], d['names'], d['scores'], ax=ax, img=load_image(f), colors=[label_color(int(l)) for l in d['labels']])
         atomic_write(out/f'{f.stem}_pred.png', lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight')); plt.close(fig)
     write_json(out/'predictions.json', res)
     print(f"{len(res)} detections in {len(fns)} images; wrote {out/'predictions.json'}")
@@ -367,7 +367,8 @@ def parser()->argparse.ArgumentParser:
     s.add_argument('--sep', action=argparse.BooleanOptionalAction, default=None, help="retinanet: depthwise-separable head convs, as ssdlite's (default: yes)")
     s.add_argument('--time', type=float, default=None, help='train for this many minutes, the schedule fitted to the clock (--epochs is then an upper bound)')
     s.add_argument('--size', type=int, default=128); s.add_argument('--bs', type=int, default=32)
-    s.add_argument('--epochs', type=int, default=12); s.add_argument('--lr', type=float, default=3e-3)
+    s.add_argument('--epochs', type=int, default=4, help='epochs (default: %(default)s; with --time, an upper bound)')
+    s.add_argument('--lr', type=float, default=2e-3, help="the head's learning rate; a pretrained body gets a tenth (default: %(default)s)")
     s.add_argument('--seed', type=int, default=42); s.add_argument('--out', default='runs/det')
     s.add_argument('--resume', action='store_true', help='continue from the last completed epoch in --out')
     s.add_argument('--quiet', action='store_true', help='no progress bars or table')

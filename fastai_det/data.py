@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from fastcore.basics import store_attr
 from fastprogress.fastprogress import progress_bar
 from fastai.data.block import DataBlock, CategoryBlock, MultiCategoryBlock
@@ -25,10 +25,10 @@ from .boxes import show_boxes, label_color
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'SHAPES', 'TASKS', 'ImgAnnot', 'DataError', 'DetItem', 'DetRecords', 'read_coco', 'read_voc_xml',
-           'read_voc', 'verify_images', 'draw_shapes_image', 'shapes_path', 'make_shapes', 'show_records',
-           'records_stats', 'plot_stats', 'rec_fname', 'rec_bbs', 'rec_lbls', 'rec_classes', 'largest_bb',
-           'largest_lbl', 'largest_cls', 'has_objects', 'det_tfms', 'bb_pad_long', 'det_dblock', 'det_dls',
-           'shapes_dls', 'batch_images', 'unscale_boxes']
+           'read_voc', 'load_image', 'DetImage', 'verify_images', 'draw_shapes_image', 'shapes_path', 'make_shapes',
+           'show_records', 'records_stats', 'plot_stats', 'rec_fname', 'rec_bbs', 'rec_lbls', 'rec_classes',
+           'largest_bb', 'largest_lbl', 'largest_cls', 'has_objects', 'det_tfms', 'bb_pad_long', 'det_dblock',
+           'det_dls', 'shapes_dls', 'batch_images', 'unscale_boxes']
 
 # %% ../nbs/01_data.ipynb #d6d373bf
 class ImgAnnot(tuple):
@@ -215,6 +215,23 @@ def read_voc(root, # the VOC folder holding `Annotations`, `JPEGImages`, `ImageS
                   difficult=sum(sum(o.difficult) for o in annots))
     return DetRecords(fns, annots, classes=classes, report=report, source=ids_f)
 
+# %% ../nbs/01_data.ipynb #de23a21b
+def load_image(fn)->Image.Image:
+    "Open image `fn` as a viewer shows it: EXIF orientation applied, 16-bit and float pixels scaled (not clipped) to 8 bits, RGB"
+    im = ImageOps.exif_transpose(Image.open(fn))
+    if im.mode.startswith('I;16') or im.mode in ('I', 'F'):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535. if im.mode.startswith('I;16') or a.max() > 255 else (1. if im.mode == 'F' and a.max() <= 1 else 255.)
+        im = Image.fromarray((a/top*255).round().clip(0, 255).astype(np.uint8))
+    return im.convert('RGB')
+
+class DetImage(PILImage):
+    "A `PILImage` loaded with `load_image` (EXIF orientation, 16-bit scaling)"
+    @classmethod
+    def create(cls, fn, **kwargs):
+        if isinstance(fn, (str, Path)): return cls(load_image(fn))
+        return super().create(fn, **kwargs)
+
 # %% ../nbs/01_data.ipynb #833a3df0
 def verify_images(fnames, # image files
                   show_progress:bool=True)->Counter:
@@ -223,6 +240,7 @@ def verify_images(fnames, # image files
     for f in progress_bar(list(fnames), display=show_progress, leave=False):
         try:
             with Image.open(f) as im: im.load(); modes[im.mode] += 1
+            load_image(f)
         except FileNotFoundError: raise DataError(f"{f}: image not found") from None
         except Exception as e: raise DataError(f"{f}: cannot be decoded as an image ({type(e).__name__}: {e})") from None
     other = {k:v for k,v in modes.items() if k != 'RGB'}
@@ -413,7 +431,7 @@ def show_records(recs:DetRecords, # from `read_coco`/`read_voc`
     fig,axs = plt.subplots(nrows, ncols, figsize=figsize or (2.5*ncols, 2.4*nrows))
     for ax,i in zip(np.array(axs).flatten(), idxs):
         fn,(bbs,lbls) = recs.fnames[i], recs.annots[i]
-        ax.imshow(Image.open(fn)); ax.axis('off')
+        ax.imshow(load_image(fn)); ax.axis('off')
         show_boxes(torch.tensor(bbs, dtype=torch.float).view(-1,4), lbls, ax=ax, colors=[label_color(recs.classes.index(l)+1) for l in lbls])
     plt.tight_layout()
     return axs
@@ -477,10 +495,10 @@ def det_dblock(task:str='boxes', # 'boxes', 'largest' (box and class), 'largest_
     item_tfms,batch_tfms = det_tfms(size, aug, **kwargs)
     splitter = IndexSplitter(valid_idx) if valid_idx is not None else None
     kw = dict(get_x=rec_fname, item_tfms=item_tfms, batch_tfms=batch_tfms, splitter=splitter)
-    if task=='largest_class': return DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=classes)), get_y=largest_cls, **kw)
-    if task=='multilabel':    return DataBlock(blocks=(ImageBlock, MultiCategoryBlock(vocab=classes)), get_y=rec_classes, **kw)
+    if task=='largest_class': return DataBlock(blocks=(ImageBlock(DetImage), CategoryBlock(vocab=classes)), get_y=largest_cls, **kw)
+    if task=='multilabel':    return DataBlock(blocks=(ImageBlock(DetImage), MultiCategoryBlock(vocab=classes)), get_y=rec_classes, **kw)
     gy = [largest_bb, largest_lbl] if task=='largest' else [rec_bbs, rec_lbls]
-    dblock = DataBlock(blocks=(ImageBlock, BBoxBlock, BBoxLblBlock(vocab=classes)), get_y=gy, n_inp=1, **kw)
+    dblock = DataBlock(blocks=(ImageBlock(DetImage), BBoxBlock, BBoxLblBlock(vocab=classes)), get_y=gy, n_inp=1, **kw)
     dblock.dls_kwargs['before_batch'] = bb_pad_long
     return dblock
 

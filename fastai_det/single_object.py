@@ -14,7 +14,7 @@ from torch import nn, Tensor
 from fastai.vision.all import *
 from .boxes import show_target_pred
 from .bodies import create_det_body, body_out, add_norm, wants_norm, det_splitter
-from .data import batch_images, unscale_boxes
+from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
 __all__ = ['single_object_head', 'SingleObjectLoss', 'detn_acc', 'detn_l1', 'SingleObjectLearner', 'single_object_learner']
@@ -69,7 +69,7 @@ def detn_l1(pred, bbs, lbls, sz:int=128)->Tensor:
 class SingleObjectLearner(Learner):
     "A `Learner` whose `predict` gives the largest object's class name, probability and box in the image's own pixels"
     def predict(self, item)->dict:
-        img = item if isinstance(item, PILImage) else PILImage.create(item)
+        img = item if isinstance(item, PILImage) else DetImage.create(item)
         dl = self.dls.test_dl([img])
         with self.no_bar(): x, = self.get_preds(dl=dl, reorder=False)[:1]
         b = unscale_boxes(x[0,:4], img.size)

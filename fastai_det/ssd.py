@@ -26,12 +26,12 @@ from .anchors import make_anchors, flatten_conv, anchors_per_cell, LESSON_ZOOMS,
 from .matching import match_anchors, match_one
 from .postprocess import detect
 from .bodies import create_det_body, add_norm, wants_norm, det_splitter
-from .data import batch_images, unscale_boxes
+from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
 __all__ = ['StdConv', 'cls_bias', 'OutConv', 'head_strides', 'SSDHead', 'actn_to_bb', 'bb_to_actn', 'bce_cls_loss_onehot',
            'bce_cls_loss', 'ce_cls_loss', 'ssd_1_loss', 'ssd_loss_loop', 'SSDLoss', 'LossPart', 'LossParts',
-           'TimeBudget', 'DetLearner', 'ssd_learner']
+           'DetLearner', 'ssd_learner', 'TimeBudget']
 
 # %% ../nbs/08_ssd.ipynb #446a9a99
 class StdConv(nn.Sequential):
@@ -246,24 +246,6 @@ class LossParts(Callback):
         ax.set_xlabel('batch'); ax.set_yscale('log'); ax.legend()
         return ax
 
-# %% ../nbs/08_ssd.ipynb #74bdb1cd
-class TimeBudget(Callback):
-    "Fit the schedule to `minutes` of training time: `pct_train` follows the clock; stop when it is spent (after validating)"
-    order = 0                       # after `TrainEvalCallback` (-10) moves `pct_train`, before `ParamScheduler` (60) reads it
-    def __init__(self, minutes:float):
-        if not minutes > 0: raise ValueError(f"TimeBudget: minutes must be > 0, got {minutes}")
-        self.budget = minutes*60
-    def before_fit(self): self.spent,self.done = 0.,False
-    def before_train(self): self.t0 = time.perf_counter()
-    def _used(self): return self.spent + time.perf_counter() - self.t0
-    def before_batch(self):
-        if self.training: self.learn.pct_train = min(self._used()/self.budget, 1.)
-    def after_batch(self):
-        if self.training and self._used() >= self.budget: self.done = True; raise CancelTrainException()
-    def after_train(self): self.spent = self._used()
-    def before_epoch(self):
-        if self.done: raise CancelFitException()
-
 # %% ../nbs/08_ssd.ipynb #8febb5b5
 def _is_squish(dls):
     rs = [t for t in dls.after_item.fs if isinstance(t, Resize)]
@@ -275,7 +257,7 @@ class DetLearner(Learner):
                       score_thresh:float=0.3, iou_thresh:float=0.5, max_det:int=100, bs:int=16)->list:
         "Detections for `items`: per image a dict `boxes` (xyxy pixels of that image), `scores`, `labels`, `names`"
         if not _is_squish(self.dls): raise ValueError("DetLearner.predict needs images resized with method='squish' to map boxes back")
-        imgs = [o if isinstance(o, PILImage) else PILImage.create(o) for o in items]
+        imgs = [o if isinstance(o, PILImage) else DetImage.create(o) for o in items]
         dl = self.dls.test_dl(imgs, bs=bs)
         with self.no_bar(): probs,boxes = self.get_preds(dl=dl, reorder=False)[0]     # activated: (n,A,c), (n,A,4)
         dets = self.loss_func.detect_activated(probs, boxes, score_thresh=score_thresh, iou_thresh=iou_thresh, max_det=max_det)
@@ -338,3 +320,21 @@ def ssd_learner(dls, # detection `DataLoaders` (task 'boxes')
     metrics = [LossPart('loc'), LossPart('cls')] + list(metrics or [])
     return DetLearner(dls, nn.Sequential(body, head), loss_func=loss_func, metrics=metrics, cbs=[LossParts()]+list(cbs or []),
                       splitter=kwargs.pop('splitter', det_splitter), **kwargs)
+
+# %% ../nbs/08_ssd.ipynb #74bdb1cd
+class TimeBudget(Callback):
+    "Fit the schedule to `minutes` of training time: `pct_train` follows the clock, and training stops at the epoch end nearest the budget"
+    order = 0                       # after `TrainEvalCallback` (-10) moves `pct_train`, before `ParamScheduler` (60) reads it
+    def __init__(self, minutes:float):
+        if not minutes > 0: raise ValueError(f"TimeBudget: minutes must be > 0, got {minutes}")
+        self.budget = minutes*60
+    def before_fit(self): self.spent,self.n_done,self.total = 0.,0,self.budget
+    def before_train(self): self.t0 = time.perf_counter()
+    def before_batch(self):
+        if self.training: self.learn.pct_train = min((self.spent + time.perf_counter() - self.t0)/self.total, 1.)
+    def after_train(self):
+        self.spent += time.perf_counter() - self.t0; self.n_done += 1
+        per = self.spent/self.n_done                                   # whole epochs: the schedule ends with the last one
+        self.total = max(self.n_done, round(self.budget/per))*per
+    def before_epoch(self):
+        if self.n_done and self.spent + self.spent/self.n_done/2 > self.budget: raise CancelFitException()

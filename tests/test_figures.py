@@ -12,7 +12,7 @@ nbs = sorted((root/'nbs').glob('*.ipynb'))
 EMPTY = re.compile(r"tensor\(\[\], size=\(0, 4\)\)|'boxes': tensor\(\[\]")
 DEBRIS = re.compile(r"FutureWarning|DeprecationWarning|UserWarning|UndefinedMetricWarning|^\s*\u2588\s*$|\|\u2588+[-\u2588]*\| *\d", re.M)
 
-MACHINE = re.compile(r"(?<![\w.])/(?:root|home|work|tmp)/[^\s'\"]*")
+MACHINE = re.compile(r"(?<![\w.])/(?:root|home|work)/[^\s'\"]*")
 
 def black_share(g:np.ndarray, b:int=16)->float:
     "Share of the figure covered by flat near-black `b`x`b` blocks"

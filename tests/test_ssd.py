@@ -89,3 +89,18 @@ def test_head_shapes_and_prior():
         assert torch.sigmoid(c[..., 1:]).mean().item() == pytest.approx(.01, abs=.005)
     with pytest.raises(ValueError, match='change the image size'): head_strides(3, (4, 2))
     torch.testing.assert_close(torch.softmax(cls_bias(5, softmax=True), 0)[0], torch.tensor(.99))
+
+def test_time_budget_fits_the_schedule_to_the_clock(tmp_path):
+    "A run with TimeBudget stops near its budget, records whole epochs, and ends with the learning rate annealed"
+    import time
+    from fastai_det.data import make_shapes, read_coco, det_dls
+    from fastai_det.ssd import ssd_learner, TimeBudget
+    p = make_shapes(tmp_path/'s', n_train=16, n_valid=4, n_test=0, show_progress=False)
+    dls = det_dls(read_coco(p/'train.json'), read_coco(p/'valid.json'), size=64, bs=4, show_progress=False)
+    learn = ssd_learner(dls, torchvision.models.mobilenet_v3_small, grids=2, zooms=(1.,), ratios=((1.,1.),))
+    t0 = time.perf_counter()
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1000, 1e-3, cbs=TimeBudget(0.05))
+    assert time.perf_counter() - t0 < 30 and 2 <= len(learn.recorder.values) < 1000
+    assert all(len(v) == len(learn.recorder.values[0]) for v in learn.recorder.values)
+    assert learn.opt.hypers[-1]['lr'] < 1e-6
+    with pytest.raises(ValueError, match='minutes must be > 0'): TimeBudget(0)
