@@ -68,7 +68,8 @@ def test_learners_pretrained_shapes_normalise_and_split(shapes, mk, task):
     learn = mk(dls, MB3, pretrained='shapes')
     assert any(isinstance(t, Normalize) for t in learn.dls.after_batch.fs)
     body = learn.model.body if hasattr(learn.model, 'body') else learn.model[0]
-    assert torch.equal(body_blocks(body)[0][0].weight, torch.load(shapes_weights(MB3))['0.0.weight'].float())
+    blocks = body.blocks if hasattr(body, 'blocks') else body_blocks(body)           # RetinaNet's BodyFeatures keeps them in `blocks`
+    assert torch.equal(blocks[0][0].weight, torch.load(shapes_weights(MB3))['0.0.weight'].float())
     learn.freeze()
     is_bn = lambda m: isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
     body_ids = {id(p) for p in body.parameters()}

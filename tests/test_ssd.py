@@ -99,8 +99,8 @@ def test_time_budget_fits_the_schedule_to_the_clock(tmp_path):
     dls = det_dls(read_coco(p/'train.json'), read_coco(p/'valid.json'), size=64, bs=4, show_progress=False)
     learn = ssd_learner(dls, torchvision.models.mobilenet_v3_small, grids=2, zooms=(1.,), ratios=((1.,1.),))
     t0 = time.perf_counter()
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1000, 1e-3, cbs=TimeBudget(0.05))
-    assert time.perf_counter() - t0 < 30 and 2 <= len(learn.recorder.values) < 1000
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1000, 1e-3, cbs=TimeBudget(0.2))
+    assert time.perf_counter() - t0 < 60 and 2 <= len(learn.recorder.values) < 1000
     assert all(len(v) == len(learn.recorder.values[0]) for v in learn.recorder.values)
     assert learn.opt.hypers[-1]['lr'] < 1e-6
     with pytest.raises(ValueError, match='minutes must be > 0'): TimeBudget(0)
