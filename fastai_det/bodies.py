@@ -7,21 +7,32 @@ Docs: https://fastai-det.github.io/fastai_det/bodies.html.md"""
 # %% ../nbs/01a_bodies.ipynb #86908cbe
 from __future__ import annotations
 import os, json
+from copy import copy
 import fastai_det
 import torch, torchvision
 from pathlib import Path
 from torch import nn, Tensor
-from fastcore.basics import ifnone
+import torch.nn.functional as F
+from fastcore.basics import ifnone, patch
+from fastprogress.fastprogress import progress_bar
+from fastai.torch_core import Module
+from fastai.data.load import DataLoader
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner, Recorder, CastToTensor
+from fastai.callback.core import TrainEvalCallback
+from fastai.callback.progress import ProgressCallback
 from fastai.data.transforms import Normalize
 from fastai.vision.core import imagenet_stats
 from fastai.vision.learner import create_body, model_meta
 from fastai.torch_core import params
 import fastai.callback.schedule, fastai.callback.progress   # every learner here: fit_one_cycle, fine_tune, lr_find, the progress table
 from torchvision.models import resnet18, mobilenet_v3_large
+from .data import atomic_write
 
 # %% auto #0
 __all__ = ['WEIGHTS_DIR', 'set_bn_momentum', 'weights_file', 'body_blocks', 'save_body', 'shapes_weights', 'shapes_meta',
-           'create_det_body', 'body_out', 'add_norm', 'wants_norm', 'det_splitter']
+           'create_det_body', 'body_out', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter', 'body_and_rest',
+           'Features', 'precompute', 'head_learner']
 
 # %% ../nbs/01a_bodies.ipynb #4dda93bd
 def set_bn_momentum(m:nn.Module, momentum:float=0.1)->nn.Module:
@@ -36,7 +47,8 @@ def weights_file(arch)->tuple:
     return Path(torch.hub.get_dir())/'checkpoints'/Path(w.url).name, w
 
 def body_blocks(body:nn.Module)->list:
-    "The blocks of a fastai body, in order: its children, looking inside a single wrapping `nn.Sequential`"
+    "The blocks of a fastai body, in order: its children, looking inside a single wrapping `nn.Sequential` (and a `BodyFeatures`)"
+    if isinstance(getattr(body, 'blocks', None), nn.ModuleList): return list(body.blocks)
     ch = list(body.children())
     return body_blocks(ch[0]) if len(ch) == 1 and isinstance(ch[0], nn.Sequential) else ch
 
@@ -44,14 +56,9 @@ def save_body(body:nn.Module, fn,
               half:bool=False, # store floating-point weights in fp16 (half the file; they load back as fp32)
              )->Path:
     "Save `body`'s weights block by block, for `create_det_body(arch, pretrained=fn)` in any model built on the same `arch`"
-    fn = Path(fn); fn.parent.mkdir(parents=True, exist_ok=True)
     sd = nn.Sequential(*body_blocks(body)).state_dict()
     if half: sd = {k: v.half() if v.is_floating_point() else v for k,v in sd.items()}
-    tmp = fn.with_name(f'.{fn.name}.{os.getpid()}.tmp')       # written aside, then renamed: a reader never sees half a file
-    try: torch.save(sd, tmp); os.replace(tmp, fn)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return fn
+    return atomic_write(fn, lambda p: torch.save(sd, p))
 
 # %% ../nbs/01a_bodies.ipynb #b050b924
 WEIGHTS_DIR = Path(fastai_det.__file__).parent/'weights'     # package data: the wheel ships this folder
@@ -117,6 +124,32 @@ def body_out(body:nn.Module, size=(128,128))->tuple:
         try: return tuple(body(torch.zeros(1, n_in, h, w, device=next(body.parameters()).device)).shape[1:])
         finally: body.train(training)
 
+# %% ../nbs/01a_bodies.ipynb #5beb6e61
+class BodyFeatures(Module):
+    "Run `body` block by block and return its last map at each stride of `strides` (C3, C4, C5 for 8, 16, 32)"
+    def __init__(self, body:nn.Module, strides=(8,16,32), size:int=128):
+        self.blocks,self.strides = nn.ModuleList(body_blocks(body)), tuple(strides)
+        with torch.no_grad():
+            x,self.take = torch.zeros(1, 3, size, size),{}
+            training = body.training; body.eval()
+            for i,b in enumerate(self.blocks):
+                x = b(x)
+                s = size // x.shape[-1]
+                if s in self.strides: self.take[s] = (i, x.shape[1])
+            body.train(training)
+        missing = [s for s in self.strides if s not in self.take]
+        if missing: raise ValueError(f"the body has no map at strides {missing} for {size} px images")
+        self.last = max(i for i,_ in self.take.values())
+    @property
+    def channels(self): return [self.take[s][1] for s in self.strides]
+    def forward(self, x):
+        idx = {i:s for s,(i,_) in self.take.items()}
+        out = {}
+        for i,b in enumerate(self.blocks[:self.last+1]):
+            x = b(x)
+            if i in idx: out[idx[i]] = x
+        return [out[s] for s in self.strides]
+
 # %% ../nbs/01a_bodies.ipynb #e50d0537
 def add_norm(dls, stats='imagenet')->None:
     "Add `Normalize.from_stats(*stats)` (`'imagenet'`: fastai's `imagenet_stats`) to `dls`' batch transforms, unless one is there"
@@ -131,3 +164,80 @@ def det_splitter(model:nn.Module)->list:
     body = model.body if hasattr(model, 'body') else model[0]
     ids = {id(p) for p in body.parameters()}
     return [params(body), [p for p in model.parameters() if id(p) not in ids]]
+
+# %% ../nbs/01a_bodies.ipynb #13e97d0f
+def body_and_rest(model:nn.Module)->tuple:
+    "`model` cut in two: its body (`model.body`, or `model[0]` of a `nn.Sequential`) and, as one module, what runs after it"
+    if hasattr(model, 'body'):
+        rest = [m for n,m in model.named_children() if n != 'body']      # in the order `forward` calls them
+        return model.body, (rest[0] if len(rest) == 1 else nn.Sequential(*rest))
+    if isinstance(model, nn.Sequential) and len(model) > 1: return model[0], (model[1] if len(model) == 2 else model[1:])
+    raise TypeError(f"{type(model).__name__}: expected a model with a `body` attribute or a `nn.Sequential(body, head, ...)`")
+
+def _body_key(body:nn.Module)->tuple:
+    "A fingerprint of `body`'s kind and weights, to refuse features that another body computed"
+    with torch.no_grad():
+        return type(body).__name__, round(sum(float(v.double().abs().sum()) for v in body.state_dict().values() if v.is_floating_point()), 3)
+
+def _cat_pad(ts:list)->Tensor:
+    "Concatenate batch tensors on dim 0, padding dim 1 with zeros to the longest (`bb_pad` pads boxes and labels per batch)"
+    if ts[0].dim() < 2 or all(t.shape[1:] == ts[0].shape[1:] for t in ts): return torch.cat(ts)
+    n = max(t.shape[1] for t in ts)
+    return torch.cat([F.pad(t, [0,0]*(t.dim()-2) + [0, n - t.shape[1]]) for t in ts])
+
+class Features(torch.utils.data.Dataset):
+    "Items `(features, *targets)`: `xs` a list of feature tensors (one per map), `ys` a list of target tensors"
+    n_inp = 1
+    def __init__(self, xs:list, ys:list, many:bool): self.xs,self.ys,self.many = xs,ys,many
+    def __len__(self): return len(self.xs[0])
+    def __getitem__(self, i):
+        x = [o[i] for o in self.xs]
+        return (x if self.many else x[0], *[y[i] for y in self.ys])
+
+@torch.no_grad()
+def _features(body, dl, show_progress=True)->Features:
+    xs,ys = [],[]
+    for b in progress_bar(dl, display=show_progress, leave=False):
+        x = body(b[0])
+        many = isinstance(x, (list, tuple))
+        xs.append([o.cpu() for o in (x if many else [x])]); ys.append([t.as_subclass(Tensor).cpu() for t in b[1:]])
+    return Features([torch.cat(o) for o in zip(*xs)], [_cat_pad(list(o)) for o in zip(*ys)], many)
+
+def precompute(learn:Learner, # a learner whose model `body_and_rest` can cut
+               bs:int|None=None, # batch size of the returned `DataLoaders` (default: `learn.dls.bs`)
+               show_progress:bool=True)->DataLoaders:
+    "`DataLoaders` of `(features, *targets)`: `learn`'s frozen body (in eval mode) run once over the training set (validation transforms: no augmentation) and the validation set"
+    body,_ = body_and_rest(learn.model)
+    dls = learn.dls
+    training = body.training; body.eval()
+    try:
+        tr = _features(body, dls.test_dl(dls.train.items, with_labels=True), show_progress)
+        va = _features(body, dls.valid.new(shuffle=False, drop_last=False), show_progress)
+    finally: body.train(training)
+    bs = bs or dls.bs
+    res = DataLoaders(DataLoader(tr, bs=bs, shuffle=True, drop_last=len(tr) > bs), DataLoader(va, bs=bs), device=dls.device)
+    res.key = _body_key(body)
+    return res
+
+_DEFAULT_CBS = (TrainEvalCallback, Recorder, CastToTensor, ProgressCallback)
+
+def head_learner(learn:Learner, feats:DataLoaders|None=None, # from `precompute(learn)`; computed if not given
+                )->Learner:
+    "A `Learner` over `feats` whose model is `learn`'s head itself: its loss, metrics, optimiser and other callbacks (copies) are `learn`'s"
+    body,rest = body_and_rest(learn.model)
+    feats = feats if feats is not None else precompute(learn)
+    if getattr(feats, 'key', None) != _body_key(body):
+        raise ValueError("these features were computed by another body, or the body's weights changed since: "
+                         "compute them again with `precompute(learn)`")
+    cbs = [copy(cb) for cb in learn.cbs if not isinstance(cb, _DEFAULT_CBS)]
+    return Learner(feats, rest, loss_func=learn.loss_func, opt_func=learn.opt_func, metrics=learn.metrics, wd=learn.wd,
+                   moms=learn.moms, wd_bn_bias=learn.wd_bn_bias, cbs=cbs)
+
+@patch
+def fit_head(self:Learner, n_epoch:int, lr_max=None,
+             feats:DataLoaders|None=None, # from `precompute(self)`, to reuse across heads; computed if not given
+             **kwargs)->Learner:
+    "Train the layers after the body for `n_epoch` one-cycle epochs on the frozen body's precomputed features; returns the `head_learner` (its `recorder` has the history)"
+    hl = head_learner(self, feats)
+    hl.fit_one_cycle(n_epoch, lr_max, **kwargs)
+    return hl

@@ -16,29 +16,19 @@ with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch
 from fastcore.basics import store_attr
 from fastai.learner import load_learner
 from fastai.torch_core import set_seed
-from .data import (make_shapes, shapes_path, read_coco, read_voc, det_dls, DataError, DetRecords, SHAPES, load_image)
+from .data import (make_shapes, shapes_path, read_coco, read_voc, det_dls, DataError, DetRecords, SHAPES, load_image,
+                   atomic_write, write_json)
 from .bodies import create_det_body
 from .ssd import TimeBudget
 
 # %% auto #0
-__all__ = ['MODELS', 'PRETRAINED', 'EXAMPLES', 'CLIError', 'atomic_write', 'write_json', 'load_records', 'resolve_pretrained',
-           'build_learner', 'Checkpoint', 'StopOnNaN', 'train', 'patch_fastai_distrib', 'world_size', 'rank',
-           'evaluate_learner', 'save_pictures', 'evaluate', 'predict', 'make_data', 'parser', 'check_args', 'main']
+__all__ = ['MODELS', 'PRETRAINED', 'EXAMPLES', 'CLIError', 'load_records', 'resolve_pretrained', 'build_learner', 'Checkpoint',
+           'StopOnNaN', 'train', 'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_pictures',
+           'evaluate', 'predict', 'make_data', 'parser', 'check_args', 'main']
 
 # %% ../nbs/11_cli.ipynb #87f0202a
 class CLIError(Exception):
     "An error the user can fix: printed as one line, exit code 2"
-
-def atomic_write(fname, write): 
-    "Call `write(tmp_path)` then move the result to `fname`: a kill never leaves half a file"
-    fname = Path(fname); fname.parent.mkdir(parents=True, exist_ok=True)
-    fd,tmp = tempfile.mkstemp(prefix=f'.{fname.name}.', dir=fname.parent); os.close(fd)
-    try: write(Path(tmp)); os.replace(tmp, fname)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return fname
-
-def write_json(fname, obj): return atomic_write(fname, lambda p: p.write_text(json.dumps(obj, indent=1, default=float)))
 
 # %% ../nbs/11_cli.ipynb #34d6ec1c
 def _coco_split(f, root):
@@ -59,7 +49,7 @@ def load_records(data=None, # None: the embedded dataset; a folder or a COCO jso
                  valid_pct:float=0.2, seed:int=42, n_train:int=1000, n_valid:int=250)->tuple:
     "(train, `split`) `DetRecords` from `data`, in any of the formats above"
     if data is None:
-        p = make_shapes(shapes_path(), n_train=n_train, n_valid=n_valid)
+        p = make_shapes(n_train=n_train, n_valid=n_valid)
         return read_coco(p/'train.json'), read_coco(p/f'{split}.json')
     p = Path(data)
     if not p.exists(): raise CLIError(f"--data {p}: no such file or folder")
@@ -148,6 +138,12 @@ class StopOnNaN(Callback):
 # %% ../nbs/11_cli.ipynb #904544bd
 def _settings(a): return {k: (str(v) if isinstance(v, Path) else v) for k,v in vars(a).items() if k not in ('func',)}
 
+def _versions()->dict:
+    "The versions a run used, for `metrics.json`"
+    import platform, fastai, torchvision, fastai_det
+    return dict(fastai_det=fastai_det.__version__, fastai=fastai.__version__, torch=torch.__version__,
+                torchvision=torchvision.__version__, python=platform.python_version())
+
 def _history(learn):
     names = [n for n in learn.recorder.metric_names[1:] if n != 'time']
     vals = _history_rows(learn, learn.epoch + 1 if learn.recorder.values else len(getattr(learn, 'prior_history', [])))
@@ -201,7 +197,8 @@ def train(a)->dict:
     with quiet(): res = evaluate_learner(learn, va, bs=a.bs)
     m = dict(res['metrics'])
     metrics = dict(map=m['map'], map_50=m['map_50'], map_75=m.get('map_75'), per_class=res['per_class'],
-                   epochs=history, train_time_s=wall, n_train=len(tr), n_valid=len(va), map_images_per_epoch=map_images, settings=_settings(a))
+                   epochs=history, train_time_s=wall, n_train=len(tr), n_valid=len(va), map_images_per_epoch=map_images, seed=a.seed,
+                   settings=_settings(a), versions=_versions())
     atomic_write(out/'model.pkl', lambda p: learn.export(p))
     write_json(out/'metrics.json', metrics)
     with quiet(): save_pictures(learn, res, va, out)
@@ -340,8 +337,11 @@ EXAMPLES = {
  'train': "examples:\n  fastai-det train                                  # embedded data, default detector, writes runs/det\n"
           "  fastai-det train --model ssd --loss focal --epochs 5\n  fastai-det train --data ~/.fastai/data/pascal_2007 --size 224 --out runs/voc\n"
           "  fastai-det train --out runs/det --resume           # continue a killed run",
- 'eval': "examples:\n  fastai-det eval --model runs/det/model.pkl\n  fastai-det eval --model runs/det/model.pkl --split test --out runs/det/test",
- 'predict': "examples:\n  fastai-det predict --model runs/det/model.pkl img1.jpg img2.jpg --out preds --thresh 0.4"}
+ 'eval': "examples:\n  fastai-det eval --weights runs/det/model.pkl\n  fastai-det eval --weights runs/det/model.pkl --split test --out runs/det/test",
+ 'predict': "examples:\n  fastai-det predict --weights runs/det/model.pkl img1.jpg img2.jpg --out preds --thresh 0.4"}
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    "Examples kept as written, and every option's default shown after its help"
 
 def parser()->argparse.ArgumentParser:
     "The `fastai-det` argument parser"
@@ -350,36 +350,38 @@ def parser()->argparse.ArgumentParser:
     from fastai_det import __version__
     p.add_argument('--version', action='version', version=f'fastai-det {__version__}')
     sub = p.add_subparsers(dest='cmd', required=True, metavar='COMMAND')
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = _Formatter
     s = sub.add_parser('make-data', help='write the embedded shapes dataset', epilog=EXAMPLES['make-data'], formatter_class=fmt)
-    s.add_argument('--out', default=str(shapes_path()), help='folder to write (default: %(default)s)')
-    s.add_argument('--n-train', type=int, default=1000); s.add_argument('--n-valid', type=int, default=250)
-    s.add_argument('--n-test', type=int, default=250); s.add_argument('--size', type=int, default=160, help='long side of the images, pixels')
-    s.add_argument('--seed', type=int, default=42); s.add_argument('--quiet', action='store_true')
+    s.add_argument('--out', default=str(shapes_path()), help='folder to write')
+    s.add_argument('--n-train', type=int, default=1000, help='training images'); s.add_argument('--n-valid', type=int, default=250, help='validation images')
+    s.add_argument('--n-test', type=int, default=250, help='test images'); s.add_argument('--size', type=int, default=160, help='long side of the images, pixels')
+    s.add_argument('--seed', type=int, default=42, help='seed of the drawing: the same seed draws the same images'); s.add_argument('--quiet', action='store_true', help='no progress bar')
     s.set_defaults(func=make_data)
     s = sub.add_parser('train', help='train a detector', epilog=EXAMPLES['train'], formatter_class=fmt)
-    s.add_argument('--data', default=None, help='COCO json, VOC folder, PASCAL_2007 folder or make-data folder (default: the embedded dataset)')
-    s.add_argument('--model', default='retinanet', help=f"one of {', '.join(MODELS)} (default: %(default)s)")
-    s.add_argument('--loss', default='ce', choices=['bce','focal','ce'], help='class loss: ce is softmax with hard-negative mining (default: %(default)s)')
-    s.add_argument('--arch', default='mobilenet_v3_large', help='torchvision body (default: %(default)s)')
+    s.add_argument('--data', default=None, help='COCO json, VOC folder, PASCAL_2007 folder or make-data folder; none: the embedded dataset')
+    s.add_argument('--model', default='retinanet', help=f"the detector: one of {', '.join(MODELS)}")
+    s.add_argument('--loss', default='ce', choices=['bce','focal','ce'], help='class loss: ce is softmax with hard-negative mining')
+    s.add_argument('--arch', default='mobilenet_v3_large', help='torchvision body')
     s.add_argument('--pretrained', default='auto', choices=PRETRAINED,
-                   help="body weights: shapes (shipped with fastai_det), imagenet (local torch cache only), none; auto: shapes where the arch has them (default: %(default)s)")
-    s.add_argument('--sep', action=argparse.BooleanOptionalAction, default=None, help="retinanet: depthwise-separable head convs, as ssdlite's (default: yes)")
-    s.add_argument('--time', type=float, default=None, help='train for this many minutes, the schedule fitted to the clock (--epochs is then an upper bound)')
-    s.add_argument('--size', type=int, default=128); s.add_argument('--bs', type=int, default=32)
-    s.add_argument('--epochs', type=int, default=4, help='epochs (default: %(default)s; with --time, an upper bound)')
-    s.add_argument('--lr', type=float, default=2e-3, help="the head's learning rate; a pretrained body gets a tenth (default: %(default)s)")
-    s.add_argument('--seed', type=int, default=42); s.add_argument('--out', default='runs/det')
+                   help="body weights: shapes (shipped with fastai_det), imagenet (local torch cache only), none; auto: shapes where the arch has them")
+    s.add_argument('--sep', action=argparse.BooleanOptionalAction, default=None, help="retinanet: depthwise-separable head convs, as ssdlite's; unset: yes")
+    s.add_argument('--time', type=float, default=None, help='train for this many minutes, the schedule fitted to the clock (--epochs is then an upper bound); none: train --epochs')
+    s.add_argument('--size', type=int, default=128, help='images are squished to SIZE x SIZE pixels'); s.add_argument('--bs', type=int, default=32, help='batch size')
+    s.add_argument('--epochs', type=int, default=4, help='epochs (with --time, an upper bound)')
+    s.add_argument('--lr', type=float, default=2e-3, help="the head's learning rate; a pretrained body gets a tenth")
+    s.add_argument('--seed', type=int, default=42, help='seed of the split, the weights and the batches'); s.add_argument('--out', default='runs/det', help='run folder: model.pkl, metrics.json, pictures, checkpoint')
     s.add_argument('--resume', action='store_true', help='continue from the last completed epoch in --out')
     s.add_argument('--quiet', action='store_true', help='no progress bars or table')
     s.set_defaults(func=train)
     s = sub.add_parser('eval', help='evaluate a saved model', epilog=EXAMPLES['eval'], formatter_class=fmt)
-    s.add_argument('--model', required=True, help='model.pkl written by train'); s.add_argument('--data', default=None)
-    s.add_argument('--split', default='valid'); s.add_argument('--bs', type=int, default=32); s.add_argument('--out', default=None)
+    s.add_argument('--weights', '--model', dest='model', metavar='FILE', required=True, help='model.pkl written by train (--model: the old name)')
+    s.add_argument('--data', default=None, help='dataset to evaluate on, as for train; none: the embedded dataset')
+    s.add_argument('--split', default='valid', help='split of --data: valid, test, ...'); s.add_argument('--bs', type=int, default=32, help='batch size')
+    s.add_argument('--out', default=None, help='folder for metrics.json and pictures; none: print only')
     s.set_defaults(func=evaluate)
     s = sub.add_parser('predict', help='detect objects in images', epilog=EXAMPLES['predict'], formatter_class=fmt)
-    s.add_argument('--model', required=True); s.add_argument('images', nargs='+')
-    s.add_argument('--out', default='predictions'); s.add_argument('--thresh', type=float, default=0.3)
+    s.add_argument('--weights', '--model', dest='model', metavar='FILE', required=True, help='model.pkl written by train (--model: the old name)'); s.add_argument('images', nargs='+', help='image files')
+    s.add_argument('--out', default='predictions', help='folder for predictions.json and one picture per image'); s.add_argument('--thresh', type=float, default=0.3, help='score threshold of the boxes kept')
     s.set_defaults(func=predict)
     return p
 

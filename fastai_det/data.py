@@ -24,11 +24,11 @@ import matplotlib.pyplot as plt
 from .boxes import show_boxes, label_color
 
 # %% auto #0
-__all__ = ['VOC_CLASSES', 'SHAPES', 'TASKS', 'ImgAnnot', 'DataError', 'DetItem', 'DetRecords', 'read_coco', 'read_voc_xml',
-           'read_voc', 'load_image', 'DetImage', 'verify_images', 'draw_shapes_image', 'shapes_path', 'make_shapes',
-           'show_records', 'records_stats', 'plot_stats', 'rec_fname', 'rec_bbs', 'rec_lbls', 'rec_classes',
-           'largest_bb', 'largest_lbl', 'largest_cls', 'has_objects', 'det_tfms', 'bb_pad_long', 'det_dblock',
-           'det_dls', 'shapes_dls', 'batch_images', 'unscale_boxes']
+__all__ = ['VOC_CLASSES', 'SHAPES', 'TASKS', 'ImgAnnot', 'DataError', 'atomic_write', 'write_json', 'DetItem', 'DetRecords',
+           'read_coco', 'read_voc_xml', 'read_voc', 'load_image', 'DetImage', 'verify_images', 'draw_shapes_image',
+           'shapes_path', 'make_shapes', 'show_records', 'records_stats', 'plot_stats', 'rec_fname', 'rec_bbs',
+           'rec_lbls', 'rec_classes', 'largest_bb', 'largest_lbl', 'largest_cls', 'has_objects', 'det_tfms',
+           'bb_pad_long', 'det_dblock', 'det_dls', 'shapes_dls', 'batch_images', 'unscale_boxes']
 
 # %% ../nbs/01_data.ipynb #d6d373bf
 class ImgAnnot(tuple):
@@ -50,6 +50,23 @@ class ImgAnnot(tuple):
 # %% ../nbs/01_data.ipynb #6e75a871
 class DataError(ValueError):
     "A dataset file that cannot be used as it is: the message names the file and the record, and says what to fix"
+
+def atomic_write(fname, # the file to write
+                 write, # `write(tmp_path)` writes the content to a temporary file beside `fname`
+                )->Path:
+    "Call `write(tmp_path)`, then rename the result to `fname`: a reader or a kill never meets half a file, and no temp file is left"
+    fname = Path(fname); fname.parent.mkdir(parents=True, exist_ok=True)
+    fd,tmp = tempfile.mkstemp(prefix=f'.{fname.name}.', suffix='.tmp', dir=fname.parent); os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)         # the permissions `open` would give (mkstemp makes 0600)
+        os.replace(tmp, fname)
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
+    return fname
+
+def write_json(fname, obj)->Path: "Write `obj` as indented json to `fname` with `atomic_write`"; return atomic_write(fname, lambda p: p.write_text(json.dumps(obj, indent=1, default=float)))
 
 class DetItem:
     "One item of a detection `DataBlock`: an image file and its `ImgAnnot` (not a tuple: fastai maps over tuples)"
@@ -124,21 +141,32 @@ def read_coco(fname, # a COCO json file
     prefix = fname.parent if prefix is None else Path(prefix)
     cats = {}
     for c in _need(d, 'categories', fname, 'the file'):
-        cats[_need(c, 'id', fname, f"category {c}")] = str(_need(c, 'name', fname, f"category {c}"))
+        k,name = _need(c, 'id', fname, f"category {c}"), str(_need(c, 'name', fname, f"category {c}"))
+        if k in cats: raise DataError(f"{fname}: category id {k} appears twice ({cats[k]!r} and {name!r}); give each category its own id")
+        if name in cats.values():
+            raise DataError(f"{fname}: categories {[i for i,v in cats.items() if v == name][0]} and {k} are both named {name!r}; "
+                            f"merge them (one id) or rename one: names are the classes")
+        cats[k] = name
     imgs = {}
     for o in _need(d, 'images', fname, 'the file'):
         i = _need(o, 'id', fname, f"image {o}")
+        if i in imgs: raise DataError(f"{fname}: image id {i} appears twice ({imgs[i]['fn'].name} and {o.get('file_name')}); "
+                                      f"image ids must be unique")
         imgs[i] = dict(fn=prefix/_need(o, 'file_name', fname, f"image id {i}"), size=(o['width'],o['height']) if 'width' in o and 'height' in o else None,
                        bbs=[], lbls=[], difficult=[], iscrowd=[])
     rep = _Repairs(fname)
+    aids = set()
     for a in _need(d, 'annotations', fname, 'the file'):
         aid = a.get('id', '?')
+        if aid != '?':
+            if aid in aids: raise DataError(f"{fname}: annotation id {aid} appears twice; annotation ids must be unique")
+            aids.add(aid)
         if a.get('image_id') not in imgs: raise DataError(f"{fname}: annotation id {aid} points at image id {a.get('image_id')}, which is not in 'images'")
         if a.get('category_id') not in cats:
             raise DataError(f"{fname}: annotation id {aid} has category_id {a.get('category_id')}, not one of the categories {sorted(cats)}")
         bb = a.get('bbox')
-        if not (isinstance(bb, (list,tuple)) and len(bb)==4 and all(isinstance(v,(int,float)) for v in bb)):
-            raise DataError(f"{fname}: annotation id {aid} has bbox {bb!r}; expected [x, y, width, height] in pixels")
+        if not (isinstance(bb, (list,tuple)) and len(bb)==4 and all(isinstance(v,(int,float)) and not isinstance(v,bool) and math.isfinite(v) for v in bb)):
+            raise DataError(f"{fname}: annotation id {aid} has bbox {bb!r}; expected [x, y, width, height], finite numbers in pixels")
         im = imgs[a['image_id']]
         b = _fix_box([bb[0], bb[1], bb[0]+bb[2], bb[1]+bb[3]], im['size'], rep, f"annotation id {aid}")
         if b is None: continue
@@ -388,15 +416,19 @@ def _write_split(root, split, split_i, n, size, seed, cats, img_id0, ann_id0, sh
     return ann_id0
 
 # %% ../nbs/01_data.ipynb #8a99c51f
-def shapes_path(): "Default folder of the embedded dataset: `~/.fastai/data/shapes`"; return Path.home()/'.fastai'/'data'/'shapes'
+def shapes_path(n_train:int=1000, n_valid:int=250, n_test:int=250, size:int=160, seed:int=42)->Path:
+    "Default folder of the embedded dataset: `~/.fastai/data/shapes`, or `shapes-<settings>` beside it for other settings"
+    d = Path.home()/'.fastai'/'data'
+    if (n_train, n_valid, n_test, size, seed) == (1000, 250, 250, 160, 42): return d/'shapes'
+    return d/f'shapes-{n_train}-{n_valid}-{n_test}-{size}-{seed}'
 
-def make_shapes(path=None, # where to write; default `shapes_path()`
+def make_shapes(path=None, # where to write; default `shapes_path(...)` of these settings
                 n_train:int=1000, n_valid:int=250, n_test:int=250, # images per split
                 size:int=160, # the long side of each image, pixels
                 seed:int=42,
                 show_progress:bool=True)->Path:
     "Write the embedded shapes dataset (JPEGs, COCO json per split, VOC tree) to `path` and return it; reused if already there"
-    path = Path(path or shapes_path())
+    path = Path(path or shapes_path(n_train, n_valid, n_test, size, seed))
     meta = dict(version=3, n_train=n_train, n_valid=n_valid, n_test=n_test, size=size, seed=seed, classes=SHAPES)
     if (path/'meta.json').is_file():
         try:
@@ -524,7 +556,7 @@ def det_dls(train:DetRecords, valid:DetRecords, # the two splits
     return dblock.dataloaders(items, bs=bs, num_workers=num_workers, **kwargs)
 
 # %% ../nbs/01_data.ipynb #74dd6599
-def shapes_dls(path=None, # the dataset folder; default `shapes_path()`, made if absent
+def shapes_dls(path=None, # the dataset folder; default `shapes_path(n_train, n_valid)`, made if absent
                task:str='boxes', size:int=128, bs:int=32, aug:bool=True, n_train:int=1000, n_valid:int=250,
                valid_split:str='valid', **kwargs):
     "`DataLoaders` for `task` on the embedded shapes dataset (see `make_shapes`)"

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 from fastcore.basics import store_attr
 from fastai.learner import Metric
 from .boxes import label_color
+from .data import atomic_write
 
 # %% auto #0
 __all__ = ['VOC07_RECS', 'COCO_RECS', 'COCO_IOUS', 'COCO_AREAS', 'RULES', 'voc_ap', 'coco_ap', 'coco_iou', 'match_image',
@@ -432,16 +433,7 @@ def to_coco_results(preds:list, # per image {'boxes' (n,4) xyxy pixels, 'scores'
 def save_coco_results(fname, # json file to write
                       preds:list, image_ids, cat_ids=None)->Path:
     "Write `to_coco_results(preds, image_ids, cat_ids)` to `fname` atomically"
-    fname = Path(fname)
-    fname.parent.mkdir(parents=True, exist_ok=True)
-    fd,tmp = tempfile.mkstemp(dir=fname.parent, prefix=fname.name, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f: json.dump(to_coco_results(preds, image_ids, cat_ids), f)
-        os.replace(tmp, fname)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    return fname
+    return atomic_write(fname, lambda p: p.write_text(json.dumps(to_coco_results(preds, image_ids, cat_ids))))
 
 # %% ../nbs/07_metrics.ipynb #edf31052
 class MAP(Metric):

@@ -17,7 +17,8 @@ from fastai.metrics import accuracy_multi, skm_to_fastai, ActivationType
 import sklearn.metrics as skm
 from fastai.vision.learner import create_head
 from torchvision.models import resnet18
-from .bodies import create_det_body, body_out, add_norm, wants_norm, det_splitter
+from .bodies import create_det_body, body_out, add_norm, wants_norm, det_splitter, BodyFeatures
+from .single_object import PyramidHead
 
 # %% auto #0
 __all__ = ['multilabel_learner', 'f1_samples', 'best_thresh']
@@ -28,11 +29,15 @@ def multilabel_learner(dls, # `task='multilabel'` DataLoaders
                        arch=resnet18,
                        pretrained=False, # False, 'shapes', True/'imagenet' or a `save_body` file (see `create_det_body`)
                        normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained, as `vision_learner` does
+                       pyramid:bool=True, # `PyramidHead` (`02_single_object`) on the maps at strides 8, 16, 32, all max-pooled; False: fastai's `create_head` on the last map
                        thresh:float=0.5, metrics=None, **kwargs)->Learner:
-    "A multi-label classifier: `arch` body, fastai's head, BCE, `accuracy_multi` and F1 at `thresh`"
+    "A multi-label classifier: `arch` body, `PyramidHead` (or fastai's head), BCE, `accuracy_multi` and F1 at `thresh`"
     body = create_det_body(arch, pretrained=pretrained)
     if normalize and wants_norm(pretrained): add_norm(dls)
-    model = nn.Sequential(body, create_head(body_out(body)[0], dls.c))
+    if pyramid:
+        body = BodyFeatures(body)
+        model = nn.Sequential(body, PyramidHead(body.channels, dls.c, last_hw=1))
+    else: model = nn.Sequential(body, create_head(body_out(body)[0], dls.c))
     if metrics is None: metrics = [partial(accuracy_multi, thresh=thresh), f1_samples(thresh)]
     return Learner(dls, model, loss_func=BCEWithLogitsLossFlat(thresh=thresh), metrics=metrics,
                    splitter=kwargs.pop('splitter', det_splitter), **kwargs)

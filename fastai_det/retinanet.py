@@ -15,37 +15,11 @@ from fastai.learner import Learner
 from torchvision.models import resnet18
 from .anchors import make_anchors, flatten_conv
 from .ssd import SSDLoss, DetLearner, LossPart, LossParts, cls_bias, _n_cls
-from .bodies import create_det_body, body_blocks, add_norm, wants_norm, det_splitter
+from .bodies import create_det_body, body_blocks, add_norm, wants_norm, det_splitter, BodyFeatures
 from .focal import cls_loss_fn
 
 # %% auto #0
-__all__ = ['RETINA_RATIOS', 'BodyFeatures', 'FPN', 'retina_zooms', 'RetinaHead', 'RetinaNet', 'retinanet_learner']
-
-# %% ../nbs/10_retinanet.ipynb #499fd078
-class BodyFeatures(Module):
-    "Run `body` block by block and return its last map at each stride of `strides` (C3, C4, C5 for 8, 16, 32)"
-    def __init__(self, body:nn.Module, strides=(8,16,32), size:int=128):
-        self.blocks,self.strides = nn.ModuleList(body_blocks(body)), tuple(strides)
-        with torch.no_grad():
-            x,self.take = torch.zeros(1, 3, size, size),{}
-            training = body.training; body.eval()
-            for i,b in enumerate(self.blocks):
-                x = b(x)
-                s = size // x.shape[-1]
-                if s in self.strides: self.take[s] = (i, x.shape[1])
-            body.train(training)
-        missing = [s for s in self.strides if s not in self.take]
-        if missing: raise ValueError(f"the body has no map at strides {missing} for {size} px images")
-        self.last = max(i for i,_ in self.take.values())
-    @property
-    def channels(self): return [self.take[s][1] for s in self.strides]
-    def forward(self, x):
-        idx = {i:s for s,(i,_) in self.take.items()}
-        out = {}
-        for i,b in enumerate(self.blocks[:self.last+1]):
-            x = b(x)
-            if i in idx: out[idx[i]] = x
-        return [out[s] for s in self.strides]
+__all__ = ['RETINA_RATIOS', 'FPN', 'retina_zooms', 'RetinaHead', 'RetinaNet', 'retinanet_learner']
 
 # %% ../nbs/10_retinanet.ipynb #6380c26e
 class FPN(Module):

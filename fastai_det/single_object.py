@@ -13,19 +13,35 @@ from pathlib import Path
 from torch import nn, Tensor
 from fastai.vision.all import *
 from .boxes import show_target_pred
-from .bodies import create_det_body, body_out, add_norm, wants_norm, det_splitter
+from .bodies import create_det_body, body_out, add_norm, wants_norm, det_splitter, BodyFeatures
 from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
-__all__ = ['single_object_head', 'SingleObjectLoss', 'detn_acc', 'detn_l1', 'SingleObjectLearner', 'single_object_learner']
+__all__ = ['single_object_head', 'PyramidHead', 'SingleObjectLoss', 'detn_acc', 'detn_l1', 'SingleObjectLearner',
+           'single_object_learner']
 
-# %% ../nbs/02_single_object.ipynb #30d9099c
+# %% ../nbs/02_single_object.ipynb #dd888444
 def single_object_head(nin:int, # the body's channels x h x w, flattened
                        n_out:int, # 4 box coordinates + c class logits
                        nh:int=256, ps:float=0.5)->nn.Sequential:
     "The lesson's head: flatten -> ReLU -> dropout -> linear(`nh`) -> ReLU -> BatchNorm -> dropout -> linear(`n_out`)"
     return nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Dropout(ps/2), nn.Linear(nin, nh), nn.ReLU(), nn.BatchNorm1d(nh),
                          nn.Dropout(ps), nn.Linear(nh, n_out))
+
+def _conv_bn(ni, nf): return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
+
+class PyramidHead(Module):
+    "A 3x3 conv per map of `BodyFeatures` (two on the last); the finer maps max-pooled, the last one flattened (or pooled too); dropout, linear"
+    def __init__(self, chs:list, # channels of each map, finest first (`BodyFeatures.channels`)
+                 n_out:int, last_hw:int=16, # cells of the last map (h*w), flattened; 1: pooled like the others
+                 nf:int=64, ps:float=0.3):
+        self.convs = nn.ModuleList([_conv_bn(c, nf) for c in chs[:-1]] + [nn.Sequential(_conv_bn(chs[-1], nf), _conv_bn(nf, nf))])
+        self.last_hw = last_hw
+        self.out = nn.Sequential(nn.Dropout(ps), nn.Linear(nf*(len(chs) - 1 + last_hw), n_out))
+    def forward(self, xs:list)->Tensor:
+        *fine,last = [conv(x) for conv,x in zip(self.convs, xs)]
+        last = last.flatten(1) if self.last_hw > 1 else F.adaptive_max_pool2d(last, 1).flatten(1)
+        return self.out(torch.cat([F.adaptive_max_pool2d(o, 1).flatten(1) for o in fine] + [last], 1))
 
 def _split(pred:Tensor)->tuple:
     "Head output (bs,4+c) -> (box (bs,4) xyxy in [-1,1], class logits (bs,c))"
@@ -65,7 +81,7 @@ def detn_l1(pred, bbs, lbls, sz:int=128)->Tensor:
     bb,_ = _split(pred); t_bb,_ = _targ(bbs, lbls)
     return (bb - t_bb).abs().mean() * sz/2
 
-# %% ../nbs/02_single_object.ipynb #f713ffdc
+# %% ../nbs/02_single_object.ipynb #92eaf7d7
 class SingleObjectLearner(Learner):
     "A `Learner` whose `predict` gives the largest object's class name, probability and box in the image's own pixels"
     def predict(self, item)->dict:
@@ -94,15 +110,21 @@ def single_object_learner(dls, # `task='largest'` DataLoaders
                           arch=resnet18, w:float=1.,
                           pretrained=False, # False, 'shapes', True/'imagenet' or a `save_body` file (see `create_det_body`)
                           normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained, as `vision_learner` does
-                          nh:int=256, ps:float=0.5,
+                          pyramid:bool=True, # `PyramidHead` on the maps at strides 8, 16, 32; False: the lesson's `single_object_head` on the last map
+                          nh:int=256, ps:float=0.5, # the lesson's head: hidden units, dropout
                           box:bool=True, cls:bool=True, # train the box, the class, or both
                           metrics=None, **kwargs)->SingleObjectLearner:
-    "The lesson's largest-object detector: `arch` body, `single_object_head`, `SingleObjectLoss(w)`"
+    "The lesson's largest-object detector: `arch` body, `PyramidHead` (or the lesson's `single_object_head`), `SingleObjectLoss(w)`"
     n_cls = len(dls.vocab) - 1
     body = create_det_body(arch, pretrained=pretrained)
     if normalize and wants_norm(pretrained): add_norm(dls)
-    sz = dls.one_batch()[0].shape[-2:] if dls.train.n else (128,128)
-    model = nn.Sequential(body, single_object_head(math.prod(body_out(body, tuple(sz))), 4 + n_cls, nh, ps))
+    sz = tuple(dls.one_batch()[0].shape[-2:]) if dls.train.n else (128,128)
+    if pyramid:
+        body = BodyFeatures(body)
+        with torch.no_grad(): last = body.eval()(torch.zeros(1, 3, *sz))[-1]
+        body.train()
+        model = nn.Sequential(body, PyramidHead(body.channels, 4 + n_cls, last_hw=last.shape[-2]*last.shape[-1]))
+    else: model = nn.Sequential(body, single_object_head(math.prod(body_out(body, sz)), 4 + n_cls, nh, ps))
     mets = ([detn_acc] if cls else []) + ([partial(detn_l1, sz=sz[-1])] if box else [])
     if metrics is None: metrics = mets
     return SingleObjectLearner(dls, model, loss_func=SingleObjectLoss(w, box, cls), metrics=metrics,

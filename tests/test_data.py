@@ -75,6 +75,38 @@ def test_coco_bad(tmp_path):
     f = write_coco(tmp_path, img + [dict(id=2, file_name='gone.jpg', width=5, height=5)], [], cats)
     with pytest.raises(DataError, match='1 of 2 images not found, e.g. .*gone.jpg'): read_coco(f)
 
+def test_coco_refuses_what_would_corrupt_training(tmp_path):
+    "Duplicate image, annotation or category ids, non-finite numbers, duplicate category names: named errors, not a silent merge"
+    jpg(tmp_path/'a.jpg'); jpg(tmp_path/'b.jpg')
+    img = [dict(id=1, file_name='a.jpg', width=64, height=48)]
+    cats = [dict(id=1, name='circle')]
+    ann = lambda i, **kw: dict(dict(id=i, image_id=1, category_id=1, bbox=[1,1,4,4]), **kw)
+    f = write_coco(tmp_path, img + [dict(id=1, file_name='b.jpg', width=64, height=48)], [ann(1)], cats)
+    with pytest.raises(DataError, match=r'ann.json: image id 1 appears twice \(a.jpg and b.jpg\)'): read_coco(f)
+    f = write_coco(tmp_path, img, [ann(3), ann(3, bbox=[5,5,4,4])], cats)
+    with pytest.raises(DataError, match='ann.json: annotation id 3 appears twice'): read_coco(f)
+    f = write_coco(tmp_path, img, [ann(4)], cats + [dict(id=1, name='square')])
+    with pytest.raises(DataError, match="ann.json: category id 1 appears twice"): read_coco(f)
+    f = write_coco(tmp_path, img, [ann(4)], cats + [dict(id=7, name='circle')])
+    with pytest.raises(DataError, match="ann.json: categories 1 and 7 are both named 'circle'"): read_coco(f)
+    for bad in (float('nan'), float('inf'), True):
+        (tmp_path/'n.json').write_text(json.dumps(dict(images=img, annotations=[ann(9, bbox=[1, bad, 4, 4])], categories=cats)))
+        with pytest.raises(DataError, match=r'n.json: annotation id 9 has bbox .*finite numbers'): read_coco(tmp_path/'n.json')
+
+def test_atomic_write_permissions_and_no_temp(tmp_path):
+    "Files written atomically get the permissions `open` gives (not mkstemp's 0600), and a failed write leaves nothing"
+    import os, stat
+    from fastai_det.data import atomic_write, write_json
+    umask = os.umask(0o022)
+    try:
+        f = write_json(tmp_path/'m.json', dict(a=1))
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644
+        def boom(p): p.write_text('half'); raise RuntimeError('killed')
+        with pytest.raises(RuntimeError): atomic_write(tmp_path/'x.json', boom)
+    finally: os.umask(umask)
+    assert sorted(o.name for o in tmp_path.iterdir()) == ['m.json']
+    assert json.loads(f.read_text()) == dict(a=1)
+
 def test_coco_repairs_counted(tmp_path):
     jpg(tmp_path/'a.jpg')
     anns = [dict(id=1, image_id=1, category_id=1, bbox=[-5, 10, 20, 10]),     # sticks out left: clipped

@@ -36,7 +36,7 @@ def test_single_object_box_maps_to_original_pixels(tmp_path):
     items = [DetItem(img, ImgAnnot([[10, 10, 50, 40]], ['a'], (200, 80)))]*4
     dls = det_dblock('largest', ['a', 'b'], size=64, aug=True, valid_idx=[2, 3]).dataloaders(items, bs=2, num_workers=0)
     learn = single_object_learner(dls, ARCH)
-    last = learn.model[1][-1]
+    last = learn.model[1].out[-1]                                 # PyramidHead's last linear layer
     with torch.no_grad():
         last.weight.zero_(); last.bias.zero_()
         t = torch.tensor([-.5, 0., .5, .5])                      # batch box in [-1,1]
@@ -86,3 +86,40 @@ def test_learners_take_a_saved_body(shapes, tmp_path):
         dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), task, size=64, bs=4, show_progress=False)
         learn = mk(dls, ARCH, pretrained=fn)
         assert torch.equal(body_blocks(learn.model[0])[0][0].weight, w0)
+
+def test_precompute_matches_the_body_and_fit_head_trains_only_the_head(shapes):
+    "Features equal the frozen body's output on the un-augmented images; targets padded to the longest; only the head moves"
+    from fastai_det.bodies import precompute, head_learner, body_and_rest
+    from fastai_det.ssd import ssd_learner
+    set_seed(0)
+    dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'boxes', size=64, bs=4, show_progress=False)
+    learn = ssd_learner(dls, ARCH, grids=(2,1))
+    body,head = body_and_rest(learn.model)
+    f = precompute(learn, show_progress=False)
+    xb,bb,lb = dls.valid.new(shuffle=False, drop_last=False).one_batch()
+    body.eval()
+    with torch.no_grad(): torch.testing.assert_close(f.valid.dataset.xs[0][:len(xb)], body(xb))
+    n_max = max(len(a[1]) for a in read_coco(shapes/'train.json').annots)
+    assert f.train.dataset.ys[0].shape[1:] == (n_max, 4) and f.train.dataset.ys[1].shape[1:] == (n_max,)
+    assert len(f.train.dataset) == len(dls.train_ds)
+    b0 = {k: v.clone() for k,v in body.state_dict().items()}; h0 = [p.clone() for p in head.parameters()]
+    hl = learn.fit_head(2, 1e-2, feats=f)
+    assert hl.model is head and len(hl.recorder.values) == 2
+    assert all(torch.equal(v, body.state_dict()[k]) for k,v in b0.items())             # weights and BatchNorm statistics
+    assert any(not torch.equal(a, b) for a,b in zip(h0, head.parameters()))
+    with torch.no_grad(): next(body.parameters()).mul_(2)
+    with pytest.raises(ValueError, match='another body'): head_learner(learn, f)
+
+def test_pyramid_heads_predict_in_image_pixels(shapes):
+    "The `PyramidHead` learners (the default) train, predict and name classes; the lesson's head stays available"
+    set_seed(0)
+    dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'largest', size=64, bs=4, show_progress=False)
+    for pyr in (True, False):
+        learn = single_object_learner(dls, ARCH, pyramid=pyr)
+        learn.fit(1, 1e-3)
+        p = learn.predict(dls.valid.items[0].fname)
+        assert p['name'] in dls.vocab[1:]
+    dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'multilabel', size=64, bs=4, show_progress=False)
+    learn = multilabel_learner(dls, ARCH)
+    learn.fit(1, 1e-3)
+    assert learn.get_preds()[0].shape == (len(dls.valid_ds), dls.c)

@@ -3,7 +3,8 @@
 
 nbdev-test captures every update of a live progress bar as its own output (Jupyter would replace them in place), so a
 notebook saved with `nbdev-test --save` holds hundreds of half-finished bars. This keeps, per cell, the last update of
-the training table and drops the intermediate bars; everything else is left alone.
+the training table and drops the intermediate bars, and removes the debris ('█' and carriage returns) that hidden bars leave
+in printed text; everything else is left alone.
 
     python tools/tidy_progress.py nbs/*.ipynb
 """
@@ -13,10 +14,22 @@ def is_progress(o): return o.get('output_type') in ('display_data', 'update_disp
     'fastprogress' in ''.join(o.get('data', {}).get('text/html', '')) or re.search(r'<progress', ''.join(o.get('data', {}).get('text/html', '')))
     for _ in [0])
 
+DEBRIS = re.compile(r'(?:█?\r+)+')      # what a bar hidden with display=False leaves in captured stdout: '█' and carriage returns
+
+def clean_stream(o):
+    "Drop bar debris from a stream output; True if it changed"
+    if o.get('output_type') != 'stream': return False
+    t = ''.join(o['text']); c = DEBRIS.sub('', t)
+    if c.startswith('█'): c = c.lstrip('█')
+    if c == t: return False
+    o['text'] = c.splitlines(keepends=True); return True
+
 def tidy(cell):
+    n_clean = sum(clean_stream(o) for o in cell.get('outputs', []))
+    cell['outputs'] = [o for o in cell.get('outputs', []) if o.get('output_type') != 'stream' or ''.join(o['text'])]
     outs = cell.get('outputs', [])
     prog = [i for i,o in enumerate(outs) if is_progress(o)]
-    if not prog: return 0
+    if not prog: return n_clean
     tables = [i for i in prog if '<table' in ''.join(outs[i]['data']['text/html'])]
     keep = set(i for i in range(len(outs)) if i not in prog)
     # a table update is dropped when the next output is a later update of the same table (its rows begin with these
@@ -30,7 +43,7 @@ def tidy(cell):
     for o in cell['outputs']:
         if o.get('output_type') == 'update_display_data': o['output_type'] = 'display_data'
         o.get('metadata', {}).pop('transient', None)
-    return len(outs) - len(cell['outputs'])
+    return len(outs) - len(cell['outputs']) + n_clean
 
 if __name__ == '__main__':
     for f in sys.argv[1:]:
