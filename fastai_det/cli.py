@@ -367,7 +367,7 @@ def parser()->argparse.ArgumentParser:
     s.add_argument('--sep', action=argparse.BooleanOptionalAction, default=None, help="retinanet: depthwise-separable head convs, as ssdlite's; unset: yes")
     s.add_argument('--time', type=float, default=None, help='train for this many minutes, the schedule fitted to the clock (--epochs is then an upper bound); none: train --epochs')
     s.add_argument('--size', type=int, default=128, help='images are squished to SIZE x SIZE pixels'); s.add_argument('--bs', type=int, default=32, help='batch size')
-    s.add_argument('--epochs', type=int, default=4, help='epochs (with --time, an upper bound)')
+    s.add_argument('--epochs', type=int, default=8, help='epochs (with --time, an upper bound)')
     s.add_argument('--lr', type=float, default=2e-3, help="the head's learning rate; a pretrained body gets a tenth")
     s.add_argument('--seed', type=int, default=42, help='seed of the split, the weights and the batches'); s.add_argument('--out', default='runs/det', help='run folder: model.pkl, metrics.json, pictures, checkpoint')
     s.add_argument('--resume', action='store_true', help='continue from the last completed epoch in --out')

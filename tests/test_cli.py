@@ -27,6 +27,9 @@ def trained(data, tmp_path_factory):
 def test_help():
     for cmd in ('make-data', 'train', 'eval', 'predict'):
         r = run(cmd, '--help'); assert r.returncode == 0 and 'examples:' in r.stdout, cmd
+        opts = r.stdout.split('options:')[1].split('examples:')[0]
+        n_opts = opts.count('\n  --')                                          # option lines, --help (-h) aside
+        assert ' '.join(opts.split()).count('(default: ') >= n_opts > 2, (cmd, opts)   # every option shows its default
     assert run('--help').returncode == 0
 
 def test_make_data(tmp_path):
@@ -41,6 +44,10 @@ def test_train_outputs(trained, data):
     assert len(m['epochs']) == 2 and 0 <= m['map_50'] <= 1 and m['n_valid'] == 7 and m['map_images_per_epoch'] == 7
     assert set(m['per_class']) <= {'circle', 'square', 'triangle', 'cross', 'star', 'ring'}
     assert 'mAP@0.5' in r.stdout
+    assert m['seed'] == 42 and {'fastai_det', 'fastai', 'torch', 'torchvision', 'python'} <= set(m['versions'])
+    for f in ('model.pkl', 'metrics.json', 'predictions.png'):                 # the permissions `open` gives, not mkstemp's 0600
+        assert (out/f).stat().st_mode & 0o044 == 0o044, f
+    assert not list(out.glob('.*.tmp'))
 
 def test_eval_and_predict(trained, data, tmp_path):
     out, _ = trained

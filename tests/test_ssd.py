@@ -102,5 +102,5 @@ def test_time_budget_fits_the_schedule_to_the_clock(tmp_path):
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1000, 1e-3, cbs=TimeBudget(0.2))
     assert time.perf_counter() - t0 < 60 and 2 <= len(learn.recorder.values) < 1000
     assert all(len(v) == len(learn.recorder.values[0]) for v in learn.recorder.values)
-    assert learn.opt.hypers[-1]['lr'] < 1e-6
+    assert learn.opt.hypers[-1]['lr'] < 1e-5      # annealed to under 1% of the peak (the last batch starts a little before the end)
     with pytest.raises(ValueError, match='minutes must be > 0'): TimeBudget(0)
