@@ -6,7 +6,7 @@ Docs: https://fastai-det.github.io/fastai_det/bodies.html.md"""
 
 # %% ../nbs/01a_bodies.ipynb #86908cbe
 from __future__ import annotations
-import os, json
+import json
 from copy import copy
 import fastai_det
 import torch, torchvision
@@ -201,7 +201,10 @@ def _features(body, dl, show_progress=True)->Features:
         x = body(b[0])
         many = isinstance(x, (list, tuple))
         xs.append([o.cpu() for o in (x if many else [x])]); ys.append([t.as_subclass(Tensor).cpu() for t in b[1:]])
-    return Features([torch.cat(o) for o in zip(*xs)], [_cat_pad(list(o)) for o in zip(*ys)], many)
+        img_size = tuple(b[0].shape[-2:])
+    res = Features([torch.cat(o) for o in zip(*xs)], [_cat_pad(list(o)) for o in zip(*ys)], many)
+    res.img_size = img_size
+    return res
 
 def precompute(learn:Learner, # a learner whose model `body_and_rest` can cut
                bs:int|None=None, # batch size of the returned `DataLoaders` (default: `learn.dls.bs`)
@@ -217,6 +220,7 @@ def precompute(learn:Learner, # a learner whose model `body_and_rest` can cut
     bs = bs or dls.bs
     res = DataLoaders(DataLoader(tr, bs=bs, shuffle=True, drop_last=len(tr) > bs), DataLoader(va, bs=bs), device=dls.device)
     res.key = _body_key(body)
+    res.img_size = tr.img_size                     # (h,w) of the images: boxes in [-1,1] map to their pixels (`MAP`)
     return res
 
 _DEFAULT_CBS = (TrainEvalCallback, Recorder, CastToTensor, ProgressCallback)
@@ -230,8 +234,11 @@ def head_learner(learn:Learner, feats:DataLoaders|None=None, # from `precompute(
         raise ValueError("these features were computed by another body, or the body's weights changed since: "
                          "compute them again with `precompute(learn)`")
     cbs = [copy(cb) for cb in learn.cbs if not isinstance(cb, _DEFAULT_CBS)]
-    return Learner(feats, rest, loss_func=learn.loss_func, opt_func=learn.opt_func, metrics=learn.metrics, wd=learn.wd,
-                   moms=learn.moms, wd_bn_bias=learn.wd_bn_bias, cbs=cbs)
+    hl = Learner(feats, rest, loss_func=learn.loss_func, opt_func=learn.opt_func, metrics=learn.metrics, wd=learn.wd,
+                 moms=learn.moms, wd_bn_bias=learn.wd_bn_bias, cbs=cbs)
+    if not any(isinstance(cb, ProgressCallback) for cb in learn.cbs): hl.remove_cbs([cb for cb in hl.cbs if isinstance(cb, ProgressCallback)])
+    hl.logger = learn.logger                       # inside `learn.no_bar()` / `learn.no_logging()`, so is the head's training
+    return hl
 
 @patch
 def fit_head(self:Learner, n_epoch:int, lr_max=None,

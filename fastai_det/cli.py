@@ -6,14 +6,13 @@ Docs: https://fastai-det.github.io/fastai_det/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #2b814435
 from __future__ import annotations
-import argparse, json, os, sys, time, math, tempfile, warnings, random, contextlib
+import argparse, json, os, sys, time, math, tempfile, warnings, contextlib
 from pathlib import Path
 import numpy as np
 import torch
 with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch.jit.script): not the user's business; no global filter
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
     from fastai.callback.core import Callback, CancelFitException
-from fastcore.basics import store_attr
 from fastai.learner import load_learner
 from fastai.torch_core import set_seed
 from .data import (make_shapes, shapes_path, read_coco, read_voc, det_dls, DataError, DetRecords, SHAPES, load_image,
@@ -23,8 +22,8 @@ from .ssd import TimeBudget
 
 # %% auto #0
 __all__ = ['MODELS', 'PRETRAINED', 'EXAMPLES', 'CLIError', 'load_records', 'resolve_pretrained', 'build_learner', 'Checkpoint',
-           'StopOnNaN', 'train', 'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_pictures',
-           'evaluate', 'predict', 'make_data', 'parser', 'check_args', 'main']
+           'StopOnNaN', 'write_results_csv', 'train', 'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner',
+           'save_pictures', 'evaluate', 'predict', 'make_data', 'parser', 'check_args', 'main']
 
 # %% ../nbs/11_cli.ipynb #87f0202a
 class CLIError(Exception):
@@ -144,14 +143,23 @@ def _versions()->dict:
     return dict(fastai_det=fastai_det.__version__, fastai=fastai.__version__, torch=torch.__version__,
                 torchvision=torchvision.__version__, python=platform.python_version())
 
+def write_results_csv(fname, rows:list)->Path:
+    "Per-epoch rows (dicts with `epoch`) as a csv, a line per epoch, as Ultralytics' `results.csv`; written atomically"
+    import csv, io
+    cols = ['epoch'] + [c for c in dict.fromkeys(k for r in rows for k in r) if c != 'epoch']
+    s = io.StringIO(); w = csv.DictWriter(s, cols, lineterminator='\n'); w.writeheader(); w.writerows(rows)
+    return atomic_write(fname, lambda p: p.write_text(s.getvalue()))
+
 def _history(learn):
-    names = [n for n in learn.recorder.metric_names[1:] if n != 'time']
-    vals = _history_rows(learn, learn.epoch + 1 if learn.recorder.values else len(getattr(learn, 'prior_history', [])))
+    rec = learn.recorder
+    fitted = 'metric_names' in rec.__dict__          # False when `--resume` finds every epoch done: only the checkpoint's rows
+    names = ([n for n in rec.metric_names[1:] if n != 'time'] if fitted else
+             ['train_loss', 'valid_loss'] + [m.name for m in learn.metrics])
+    vals = _history_rows(learn, learn.epoch + 1 if fitted and rec.values else len(getattr(learn, 'prior_history', [])))
     return [dict(zip(names, v), epoch=i+1) for i,v in enumerate(vals)]
 
 def train(a)->dict:
-    "The `train` subcommand: fit, evaluate, write the model, `metrics.json` and pictures to `a.out`"
-    from fastai_det.metrics import evaluate_detections
+    "The `train` subcommand: fit, evaluate, write the model, `metrics.json`, `results.csv` and pictures to `a.out`"
     out = Path(a.out)
     if a.model not in MODELS: raise CLIError(f"--model {a.model!r}: expected one of {', '.join(MODELS)}")
     set_seed(a.seed, reproducible=True)
@@ -160,6 +168,9 @@ def train(a)->dict:
     dls = det_dls(tr, va, 'boxes', size=a.size, bs=a.bs, show_progress=not a.quiet)
     learn = build_learner(a.model, dls, a.loss, a.arch, a.sep, a.pretrained)
     ck = out/'checkpoint.pth'
+    stale = sorted(out.glob('.*.tmp')) if out.is_dir() and rank() == 0 else []   # `atomic_write`'s, from a run killed mid-write
+    for f in stale: f.unlink()
+    if stale: print(f"removed {len(stale)} unfinished temporary file(s) that an interrupted run left in {out}")
     start = 0
     if a.resume:
         if not ck.is_file(): raise CLIError(f"--resume: no checkpoint at {ck} (train without --resume first)")
@@ -201,6 +212,7 @@ def train(a)->dict:
                    settings=_settings(a), versions=_versions())
     atomic_write(out/'model.pkl', lambda p: learn.export(p))
     write_json(out/'metrics.json', metrics)
+    write_results_csv(out/'results.csv', history)
     with quiet(): save_pictures(learn, res, va, out)
     print(f"mAP {m['map']:.3f}  mAP@0.5 {m['map_50']:.3f}  on {len(va)} valid images; {wall/60:.1f} min of training; wrote {out}")
     return metrics
@@ -253,7 +265,6 @@ def save_pictures(learn, res, recs, out, n:int=6):
     "loss.png (losses and loss parts), pr_curves.png, predictions.png (predicted and true boxes on valid images)"
     import matplotlib; matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
-    from PIL import Image
     from fastai_det.boxes import show_boxes, label_color
     from fastai_det.metrics import plot_pr_curves
     out = Path(out)
@@ -303,7 +314,6 @@ def predict(a)->list:
     "The `predict` subcommand: COCO results json (pixel xywh) and annotated images"
     import matplotlib; matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
-    from PIL import Image
     from fastai_det.boxes import show_boxes, label_color
     learn = _load_model(a.model)
     fns = [Path(f) for f in a.images]
@@ -369,7 +379,7 @@ def parser()->argparse.ArgumentParser:
     s.add_argument('--size', type=int, default=128, help='images are squished to SIZE x SIZE pixels'); s.add_argument('--bs', type=int, default=32, help='batch size')
     s.add_argument('--epochs', type=int, default=8, help='epochs (with --time, an upper bound)')
     s.add_argument('--lr', type=float, default=2e-3, help="the head's learning rate; a pretrained body gets a tenth")
-    s.add_argument('--seed', type=int, default=42, help='seed of the split, the weights and the batches'); s.add_argument('--out', default='runs/det', help='run folder: model.pkl, metrics.json, pictures, checkpoint')
+    s.add_argument('--seed', type=int, default=42, help='seed of the split, the weights and the batches'); s.add_argument('--out', default='runs/det', help='run folder: model.pkl, metrics.json, results.csv, pictures, checkpoint')
     s.add_argument('--resume', action='store_true', help='continue from the last completed epoch in --out')
     s.add_argument('--quiet', action='store_true', help='no progress bars or table')
     s.set_defaults(func=train)

@@ -457,7 +457,7 @@ class MAP(Metric):
     def accumulate(self, learn):
         "Store the detections and targets of this batch in pixels"
         dets = learn.loss_func.detect(learn.pred)
-        h,w = learn.xb[0].shape[-2:]
+        h,w = getattr(learn.dls, 'img_size', None) or learn.xb[0].shape[-2:]      # precomputed features (`precompute`) carry their images' size
         scale = torch.tensor([w, h, w, h], dtype=torch.float32) / 2
         bbs,lbls = [_t(o) for o in learn.yb[:2]]
         bbs = (bbs.float().reshape(*lbls.shape, 4) + 1) * scale                  # (B,G,4) pixels; G may be 0

@@ -6,7 +6,6 @@ Docs: https://fastai-det.github.io/fastai_det/nms.html.md"""
 
 # %% ../nbs/06_nms.ipynb #8568d452
 from __future__ import annotations
-import math
 import numpy as np
 import torch
 from torch import Tensor

@@ -12,8 +12,8 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import store_attr, patch
 from fastcore.meta import delegates
-from fastai.torch_core import Module, TensorBase, to_detach, find_bs
-from fastai.callback.core import Callback, CancelTrainException, CancelFitException
+from fastai.torch_core import Module, find_bs
+from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Learner, Metric
 from fastai.vision.core import PILImage, TensorBBox
 from fastai.vision.augment import Resize

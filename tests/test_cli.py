@@ -24,13 +24,21 @@ def trained(data, tmp_path_factory):
     assert r.returncode == 0, r.stderr[-2000:]
     return out, r
 
-def test_help():
+def run_here(capsys, *args):
+    "The CLI in this process (no interpreter to start, no torch to import again): (exit code, stdout, stderr)"
+    from fastai_det.cli import main
+    try: code = main([str(a) for a in args])
+    except SystemExit as e: code = e.code
+    o = capsys.readouterr()
+    return code, o.out, o.err
+
+def test_help(capsys):
     for cmd in ('make-data', 'train', 'eval', 'predict'):
-        r = run(cmd, '--help'); assert r.returncode == 0 and 'examples:' in r.stdout, cmd
-        opts = r.stdout.split('options:')[1].split('examples:')[0]
+        code, out, _ = run_here(capsys, cmd, '--help'); assert code == 0 and 'examples:' in out, cmd
+        opts = out.split('options:')[1].split('examples:')[0]
         n_opts = opts.count('\n  --')                                          # option lines, --help (-h) aside
         assert ' '.join(opts.split()).count('(default: ') >= n_opts > 2, (cmd, opts)   # every option shows its default
-    assert run('--help').returncode == 0
+    assert run('--help').returncode == 0                                         # the console script itself
 
 def test_make_data(tmp_path):
     r = run('make-data', '--out', tmp_path/'d', '--n-train', 5, '--n-valid', 2, '--n-test', 1, '--quiet')
@@ -39,7 +47,7 @@ def test_make_data(tmp_path):
 
 def test_train_outputs(trained, data):
     out, r = trained
-    assert {'model.pkl', 'metrics.json', 'loss.png', 'pr_curves.png', 'predictions.png', 'checkpoint.pth'} <= {p.name for p in out.iterdir()}
+    assert {'model.pkl', 'metrics.json', 'results.csv', 'loss.png', 'pr_curves.png', 'predictions.png', 'checkpoint.pth'} <= {p.name for p in out.iterdir()}
     m = json.loads((out/'metrics.json').read_text())
     assert len(m['epochs']) == 2 and 0 <= m['map_50'] <= 1 and m['n_valid'] == 7 and m['map_images_per_epoch'] == 7
     assert set(m['per_class']) <= {'circle', 'square', 'triangle', 'cross', 'star', 'ring'}
@@ -48,6 +56,10 @@ def test_train_outputs(trained, data):
     for f in ('model.pkl', 'metrics.json', 'predictions.png'):                 # the permissions `open` gives, not mkstemp's 0600
         assert (out/f).stat().st_mode & 0o044 == 0o044, f
     assert not list(out.glob('.*.tmp'))
+    import csv                                                              # results.csv: a line per epoch, as metrics.json's
+    rows = list(csv.DictReader((out/'results.csv').open()))
+    assert [int(r['epoch']) for r in rows] == [1, 2] and {'train_loss', 'valid_loss', 'map_50'} <= set(rows[0])
+    assert [float(r['map_50']) for r in rows] == pytest.approx([e['map_50'] for e in m['epochs']])
 
 def test_eval_and_predict(trained, data, tmp_path):
     out, _ = trained
@@ -74,32 +86,32 @@ def test_eval_and_predict(trained, data, tmp_path):
     (['train', '--model', 'ssd', '--sep'], '--sep: only --model retinanet'),
     (['eval', '--model', '/nowhere.pkl'], 'no such file'),
 ])
-def test_bad_input_simple(args, msg):
-    r = run(*args)
-    assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_bad_input_simple(args, msg, capsys):
+    code, _, err = run_here(capsys, *args)
+    assert code == 2 and msg in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
 
-def test_bad_input_files(tmp_path, trained, data):
+def test_bad_input_files(tmp_path, trained, data, capsys):
     out, _ = trained
     before = (out/'metrics.json').read_bytes()
     (tmp_path/'notes.txt').write_text('hello')
-    r = run('train', '--data', tmp_path/'notes.txt', '--out', out, *TINY)
-    assert r.returncode == 2 and 'not a COCO .json' in r.stderr and 'Traceback' not in r.stderr
+    code, _, err = run_here(capsys, 'train', '--data', tmp_path/'notes.txt', '--out', out, *TINY)
+    assert code == 2 and 'not a COCO .json' in err and 'Traceback' not in err
     (tmp_path/'empty').mkdir()
-    r = run('train', '--data', tmp_path/'empty', '--out', out, *TINY)
-    assert r.returncode == 2 and 'not a dataset folder' in r.stderr
+    code, _, err = run_here(capsys, 'train', '--data', tmp_path/'empty', '--out', out, *TINY)
+    assert code == 2 and 'not a dataset folder' in err
     (tmp_path/'e.json').write_text(json.dumps({'images': [], 'annotations': [], 'categories': [{'id': 1, 'name': 'a'}]}))
-    r = run('train', '--data', tmp_path/'e.json', '--out', out, *TINY)
-    assert r.returncode == 2 and 'no images' in r.stderr, r.stderr
+    code, _, err = run_here(capsys, 'train', '--data', tmp_path/'e.json', '--out', out, *TINY)
+    assert code == 2 and 'no images' in err, err
     bad = shutil.copytree(data, tmp_path/'bad')
     (bad/'JPEGImages'/'valid_00001.jpg').write_bytes(b'\xff\xd8\xff not an image')
-    r = run('train', '--data', bad, '--out', out, *TINY)
-    assert r.returncode == 2 and 'valid_00001.jpg: cannot be decoded' in r.stderr, r.stderr
+    code, _, err = run_here(capsys, 'train', '--data', bad, '--out', out, *TINY)
+    assert code == 2 and 'valid_00001.jpg: cannot be decoded' in err, err
     (tmp_path/'m.pkl').write_bytes(b'not a pickle')
-    r = run('eval', '--model', tmp_path/'m.pkl', '--data', data)
-    assert r.returncode == 2 and 'not a model saved by fastai-det' in r.stderr
+    code, _, err = run_here(capsys, 'eval', '--model', tmp_path/'m.pkl', '--data', data)
+    assert code == 2 and 'not a model saved by fastai-det' in err
     img = tmp_path/'broken.jpg'; img.write_bytes(b'\xff\xd8 junk')
-    r = run('predict', '--model', out/'model.pkl', img, '--out', tmp_path/'p')
-    assert r.returncode == 2 and 'broken.jpg: cannot be decoded' in r.stderr
+    code, _, err = run_here(capsys, 'predict', '--model', out/'model.pkl', img, '--out', tmp_path/'p')
+    assert code == 2 and 'broken.jpg: cannot be decoded' in err
     assert (out/'metrics.json').read_bytes() == before            # nothing of the earlier run overwritten
 
 def test_nan_stops_with_message(data, tmp_path):
@@ -127,6 +139,19 @@ def test_resume_after_kill(data, tmp_path):
     assert 'resuming after epoch' in r.stdout
     m = json.loads((out/'metrics.json').read_text())
     assert len(m['epochs']) == 4
+
+def test_resume_a_run_killed_after_its_last_epoch(trained, data, tmp_path):
+    "A kill during the final export leaves the last epoch's checkpoint and no model: `--resume` writes the model, metrics and pictures"
+    out, _ = trained
+    run_dir = shutil.copytree(out, tmp_path/'done')
+    for f in ('model.pkl', 'metrics.json', 'results.csv', 'predictions.png'): (run_dir/f).unlink()
+    (run_dir/'.model.pkl.1234.tmp').write_bytes(b'half a pickle')                # what a kill during the export leaves
+    r = run('train', '--data', data, '--out', run_dir, *TINY, '--resume')
+    assert r.returncode == 0, r.stderr[-2000:]
+    m, m0 = [json.loads((p/'metrics.json').read_text()) for p in (run_dir, out)]
+    assert len(m['epochs']) == 2 and m['epochs'] == m0['epochs'] and m['map'] == pytest.approx(m0['map'])
+    assert (run_dir/'model.pkl').is_file() and (run_dir/'results.csv').is_file() and (run_dir/'predictions.png').is_file()
+    assert not list(run_dir.glob('.*.tmp'))
 
 def test_two_processes(data, tmp_path):
     torchrun = BIN/'torchrun'

@@ -110,6 +110,25 @@ def test_precompute_matches_the_body_and_fit_head_trains_only_the_head(shapes):
     with torch.no_grad(): next(body.parameters()).mul_(2)
     with pytest.raises(ValueError, match='another body'): head_learner(learn, f)
 
+def test_fit_head_scores_map_in_pixels_and_follows_no_bar(shapes):
+    "`MAP` on precomputed features (several maps, no image in the batch) equals `MAP` on the images; inside `no_bar()`/`no_logging()` so is the head's training"
+    from fastai.callback.progress import ProgressCallback
+    from fastai_det.bodies import precompute, head_learner
+    from fastai_det.retinanet import retinanet_learner
+    from fastai_det.metrics import MAP
+    set_seed(0)
+    dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'boxes', size=64, bs=4, aug=False, show_progress=False)
+    learn = retinanet_learner(dls, ARCH, metrics=[MAP(iou_thresholds=[0.5])])
+    f = precompute(learn, show_progress=False)
+    assert f.img_size == (64, 64)
+    learn.model.eval()
+    with learn.no_bar(), learn.no_logging():
+        hl = learn.fit_head(1, 1e-2, feats=f)
+        assert not any(isinstance(cb, ProgressCallback) for cb in hl.cbs)
+        on_images = learn.validate()[-1]
+        on_feats = head_learner(learn, f).validate()[-1]
+    assert on_images == pytest.approx(on_feats, abs=1e-6)
+
 def test_pyramid_heads_predict_in_image_pixels(shapes):
     "The `PyramidHead` learners (the default) train, predict and name classes; the lesson's head stays available"
     set_seed(0)
