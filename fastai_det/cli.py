@@ -21,9 +21,10 @@ from .bodies import create_det_body
 from .ssd import TimeBudget
 
 # %% auto #0
-__all__ = ['MODELS', 'PRETRAINED', 'EXAMPLES', 'CLIError', 'load_records', 'resolve_pretrained', 'build_learner', 'Checkpoint',
-           'StopOnNaN', 'write_results_csv', 'train', 'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner',
-           'save_pictures', 'evaluate', 'predict', 'make_data', 'parser', 'check_args', 'main']
+__all__ = ['MODELS', 'PRETRAINED', 'RESUME_KEYS', 'EXAMPLES', 'CLIError', 'load_records', 'resolve_pretrained', 'build_learner',
+           'Checkpoint', 'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'load_checkpoint', 'train',
+           'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_confusion', 'save_pictures',
+           'evaluate', 'predict', 'make_data', 'parser', 'check_args', 'main']
 
 # %% ../nbs/11_cli.ipynb #87f0202a
 class CLIError(Exception):
@@ -117,14 +118,30 @@ def _history_rows(learn, n_done:int)->list:
     return prior + [[None if x is None else float(x) for x in v] for v in rows]
 
 class Checkpoint(Callback):
-    "Save model, optimizer and epoch to `fname` after every epoch (atomically)"
+    "Save model, optimizer, epoch and the run's `settings` to `fname` after every epoch (atomically)"
     order = 90
-    def __init__(self, fname): self.fname = Path(fname)
+    def __init__(self, fname, settings:dict|None=None): self.fname,self.settings = Path(fname),dict(settings or {})
     def after_epoch(self):
         model = getattr(self.learn.model, 'module', self.learn.model)           # unwrap DDP
         hist = _history_rows(self.learn, self.epoch + 1)
-        state = dict(model=model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch, history=hist)
+        state = dict(model=model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch, history=hist, settings=self.settings)
         atomic_write(self.fname, lambda p: torch.save(state, p))
+
+class StopOnDivergence(Callback):
+    "Stop after an epoch whose validation loss is not finite or over `factor` times the best before it; that epoch is not checkpointed"
+    order = 80                      # after `Recorder` (50) logs the epoch, before `Checkpoint` (90) would save it
+    def __init__(self, factor:float=10.): self.factor = factor
+    def before_fit(self):
+        prior = [r[1] for r in getattr(self.learn, 'prior_history', []) if len(r) > 1 and r[1] is not None]
+        self.best = min(prior, default=math.inf)
+    def after_epoch(self):
+        vals = self.learn.recorder.values
+        v = vals[-1][1] if vals and len(vals[-1]) > 1 and vals[-1][1] is not None else None
+        if v is None: return
+        if not math.isfinite(v) or v > self.factor*self.best:
+            self.learn.diverged = (self.epoch, float(v), self.best)
+            raise CancelFitException()
+        self.best = min(self.best, v)
 
 class StopOnNaN(Callback):
     "Stop training at the first loss that is NaN or infinite"
@@ -150,13 +167,31 @@ def write_results_csv(fname, rows:list)->Path:
     s = io.StringIO(); w = csv.DictWriter(s, cols, lineterminator='\n'); w.writeheader(); w.writerows(rows)
     return atomic_write(fname, lambda p: p.write_text(s.getvalue()))
 
-def _history(learn):
+def _history(learn, n_done:int|None=None): # epochs to report (default: all that ran)
     rec = learn.recorder
     fitted = 'metric_names' in rec.__dict__          # False when `--resume` finds every epoch done: only the checkpoint's rows
     names = ([n for n in rec.metric_names[1:] if n != 'time'] if fitted else
              ['train_loss', 'valid_loss'] + [m.name for m in learn.metrics])
-    vals = _history_rows(learn, learn.epoch + 1 if fitted and rec.values else len(getattr(learn, 'prior_history', [])))
+    if n_done is None: n_done = learn.epoch + 1 if fitted and rec.values else len(getattr(learn, 'prior_history', []))
+    vals = _history_rows(learn, n_done)
     return [dict(zip(names, v), epoch=i+1) for i,v in enumerate(vals)]
+
+RESUME_KEYS = ('model', 'arch', 'loss', 'sep', 'pretrained', 'size', 'epochs', 'bs', 'time', 'seed')   # what `--resume` must repeat (`--lr` may change)
+
+def load_checkpoint(ck:Path, a)->dict:
+    "The checkpoint `ck` of a run with the settings of `a`, or a one-line `CLIError` saying what is wrong with it"
+    try: state = torch.load(ck, map_location='cpu', weights_only=False)
+    except Exception as e:
+        raise CLIError(f"--resume: {ck} cannot be read ({type(e).__name__}): delete it, or train without --resume") from None
+    if not isinstance(state, dict) or not {'model', 'opt', 'epoch', 'history'} <= set(state):
+        raise CLIError(f"--resume: {ck} is not a fastai-det checkpoint: delete it, or train without --resume")
+    saved = state.get('settings', {})
+    diff = [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(a, k, None)]
+    if diff:
+        raise CLIError(f"--resume: {ck} is of a run with " + ', '.join(f"--{k.replace('_','-')} {saved[k]}" for k in diff) +
+                       ", not " + ', '.join(f"--{k.replace('_','-')} {getattr(a, k, None)}" for k in diff) +
+                       ": resume with that run's settings, or train without --resume")
+    return state
 
 def train(a)->dict:
     "The `train` subcommand: fit, evaluate, write the model, `metrics.json`, `results.csv` and pictures to `a.out`"
@@ -174,14 +209,19 @@ def train(a)->dict:
     start = 0
     if a.resume:
         if not ck.is_file(): raise CLIError(f"--resume: no checkpoint at {ck} (train without --resume first)")
-        state = torch.load(ck, map_location='cpu', weights_only=False)
-        learn.model.load_state_dict(state['model']); learn.create_opt(); learn.opt.load_state_dict(state['opt'])
+        state = load_checkpoint(ck, a)
+        try: learn.model.load_state_dict(state['model'])
+        except RuntimeError as e: raise CLIError(f"--resume: {ck} holds the weights of another model ({str(e).splitlines()[0]}): "
+                                                 "resume with that run's settings, or train without --resume") from None
+        learn.create_opt(); learn.opt.load_state_dict(state['opt'])
         start = state['epoch'] + 1
         learn.prior_history = state['history'][:start]
         print(f"resuming after epoch {state['epoch']+1} of {a.epochs}")
     learn.nan_batch = None
     t0 = time.perf_counter()
-    cbs = ([Checkpoint(ck)] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
+    learn.diverged = None
+    cbs = ([Checkpoint(ck, {k: getattr(a, k, None) for k in RESUME_KEYS})] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
+    if world_size() == 1: cbs.append(StopOnDivergence())       # one process: the others would wait for it in their collectives
     lr = slice(a.lr/10, a.lr) if learn.pretrained else a.lr      # a pretrained body learns at a tenth of the head's rate
     def fit():
         if a.quiet or rank():
@@ -199,17 +239,30 @@ def train(a)->dict:
     os.environ['WORLD_SIZE'] = '1'
     if learn.nan_batch is not None:
         e,i = learn.nan_batch
+        saved = (f"the last good epoch is saved in {ck}, continue with --resume --lr {a.lr/10:g}" if ck.is_file() else
+                 f"no epoch finished, so nothing was saved: train again with --lr {a.lr/10:g}")
         raise CLIError(f"the loss became NaN/inf at epoch {e+1}, batch {i+1}: the learning rate ({a.lr}) is probably too high "
-                       f"(try {a.lr/10:g}); the last good epoch is saved in {ck}, continue with --resume --lr {a.lr/10:g}")
+                       f"(try {a.lr/10:g}); {saved}")
     wall = time.perf_counter() - t0
-    history = _history(learn)                      # before any get_preds: fastai's validation_context resets the recorder
+    stopped = None
+    if learn.diverged is not None:                 # back to the last good epoch: its checkpoint
+        e,v,best = learn.diverged
+        if not ck.is_file():
+            raise CLIError(f"the validation loss diverged at epoch {e+1} ({v:.3g}) and no epoch finished before it, so nothing "
+                           f"was saved: train again with a lower --lr (try {a.lr/10:g})")
+        state = torch.load(ck, map_location='cpu', weights_only=False)
+        learn.model.load_state_dict(state['model']); learn.prior_history = state['history']
+        stopped = (f"the validation loss diverged at epoch {e+1} ({v:.3g} against the best {best:.3g}): training stopped there, "
+                   f"and the model, metrics and pictures are those of epoch {state['epoch']+1}; try a lower --lr ({a.lr/10:g})")
+        print(f"fastai-det train: {stopped}", file=sys.stderr)
+    history = _history(learn, len(learn.prior_history) if stopped else None)   # before any get_preds: fastai's validation_context resets the recorder
     map_images = max([getattr(m, 'n_images', 0) for m in learn.metrics], default=0)   # images the per-epoch mAP covered (all ranks)
     quiet = learn.no_bar if a.quiet else contextlib.nullcontext      # no progress bars with --quiet
     with quiet(): res = evaluate_learner(learn, va, bs=a.bs)
     m = dict(res['metrics'])
-    metrics = dict(map=m['map'], map_50=m['map_50'], map_75=m.get('map_75'), per_class=res['per_class'],
+    metrics = dict(map=m['map'], map_50=m['map_50'], map_75=m.get('map_75'), per_class=res['per_class'], prf=res['prf'],
                    epochs=history, train_time_s=wall, n_train=len(tr), n_valid=len(va), map_images_per_epoch=map_images, seed=a.seed,
-                   settings=_settings(a), versions=_versions())
+                   settings=_settings(a), versions=_versions(), **({'stopped': stopped} if stopped else {}))
     atomic_write(out/'model.pkl', lambda p: learn.export(p))
     write_json(out/'metrics.json', metrics)
     write_results_csv(out/'results.csv', history)
@@ -244,16 +297,22 @@ def _targets(recs:DetRecords, classes)->list:
 
 def evaluate_learner(learn, recs:DetRecords, bs:int=32, score_thresh:float=0.01)->dict:
     "Detections for every image of `recs` in its own pixels, and their COCO metrics"
-    from fastai_det.metrics import evaluate_detections
+    from fastai_det.metrics import evaluate_detections, confusion_matrix, prf1
     classes = list(learn.dls.vocab[1:])
     unknown = sorted({l for a in recs.annots for l in a.lbls} - set(classes))
     if unknown: raise CLIError(f"{recs.source}: classes {unknown} are not classes of the model ({classes})")
     preds = []
     for i in range(0, len(recs), 64): preds += learn.predict_batch(recs.fnames[i:i+64], score_thresh=score_thresh, bs=bs)
-    m = evaluate_detections(preds, _targets(recs, classes))
+    targs = _targets(recs, classes)
+    m = evaluate_detections(preds, targs)
     per_class = {classes[int(k)-1]: float(v) for k,v in _per_class_ap(m).items()}
+    cm = confusion_matrix(preds, targs, len(classes), conf=0.25, iou_thresh=0.45)
+    pr = prf1(cm)
+    prf = dict(conf=0.25, iou=0.45, precision=pr['mean_precision'], recall=pr['mean_recall'], f1=pr['mean_f1'],
+               per_class={c: dict(precision=float(pr['precision'][k]), recall=float(pr['recall'][k]), f1=float(pr['f1'][k]))
+                          for k,c in enumerate(classes) if pr['n_true'][k] > 0})
     return dict(metrics={k:float(v) for k,v in m.items() if k != 'per_class' and isinstance(v, (int, float, np.number))}, per_class=per_class,
-                preds=preds, raw=m, classes=classes)
+                preds=preds, raw=m, classes=classes, confusion=cm, prf=prf)
 
 def _per_class_ap(m):
     pc = m['per_class']
@@ -261,17 +320,30 @@ def _per_class_ap(m):
     return dict(pc)
 
 # %% ../nbs/11_cli.ipynb #760e27b3
+def save_confusion(res, out)->Path:
+    "confusion_matrix.png of `evaluate_learner`'s results (scores >= 0.25, IoU 0.45, as Ultralytics')"
+    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib.pyplot as plt
+    from fastai_det.metrics import plot_confusion
+    n = len(res['classes'])
+    fig,ax = plt.subplots(figsize=(2.2 + 0.55*n, 1.8 + 0.5*n))
+    plot_confusion(res['confusion'], res['classes'], ax=ax)
+    f = atomic_write(Path(out)/'confusion_matrix.png', lambda p: fig.savefig(p, format='png', dpi=90, bbox_inches='tight')); plt.close(fig)
+    return f
+
 def save_pictures(learn, res, recs, out, n:int=6):
-    "loss.png (losses and loss parts), pr_curves.png, predictions.png (predicted and true boxes on valid images)"
+    "loss.png (losses and loss parts), pr_curves.png, confusion_matrix.png, predictions.png (predicted and true boxes on valid images)"
     import matplotlib; matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
     from fastai_det.boxes import show_boxes, label_color
     from fastai_det.metrics import plot_pr_curves
     out = Path(out)
-    fig,axs = plt.subplots(1, 2, figsize=(10,3.5))
-    learn.recorder.plot_loss(ax=axs[0])
-    if hasattr(learn, 'loss_parts') and learn.loss_parts.hist: learn.loss_parts.plot(ax=axs[1])
-    atomic_write(out/'loss.png', lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight')); plt.close(fig)
+    if 'values' in learn.recorder.__dict__:            # not when `--resume` found every epoch done
+        fig,axs = plt.subplots(1, 2, figsize=(10,3.5))
+        learn.recorder.plot_loss(ax=axs[0])
+        if hasattr(learn, 'loss_parts') and learn.loss_parts.hist: learn.loss_parts.plot(ax=axs[1])
+        atomic_write(out/'loss.png', lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight')); plt.close(fig)
+    save_confusion(res, out)
     fig,ax = plt.subplots(figsize=(5,4))
     plot_pr_curves(res['raw'], vocab=learn.dls.vocab, ax=ax)
     atomic_write(out/'pr_curves.png', lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight')); plt.close(fig)
@@ -302,11 +374,13 @@ def evaluate(a)->dict:
     _,recs = load_records(a.data, a.split)
     if not len(recs): raise CLIError(f"{recs.source}: no images")
     res = evaluate_learner(learn, recs, bs=a.bs)
-    m = dict(res['metrics'], per_class=res['per_class'], n_images=len(recs), split=a.split, model=str(a.model))
+    m = dict(res['metrics'], per_class=res['per_class'], prf=res['prf'], n_images=len(recs), split=a.split, model=str(a.model))
     for k in ('map','map_50','map_75','map_small','map_medium','map_large'):
         if k in m: print(f"{k:11} {m[k]:.4f}")
     for c,v in res['per_class'].items(): print(f"  AP {c:12} {v:.4f}")
-    if a.out: write_json(Path(a.out)/'metrics.json', m)
+    p = res['prf']
+    print(f"at score >= {p['conf']} and IoU {p['iou']}: precision {p['precision']:.3f}  recall {p['recall']:.3f}  F1 {p['f1']:.3f}")
+    if a.out: write_json(Path(a.out)/'metrics.json', m); save_confusion(res, a.out)
     return m
 
 # %% ../nbs/11_cli.ipynb #936d438d

@@ -21,8 +21,8 @@ from .data import atomic_write
 
 # %% auto #0
 __all__ = ['VOC07_RECS', 'COCO_RECS', 'COCO_IOUS', 'COCO_AREAS', 'RULES', 'voc_ap', 'coco_ap', 'coco_iou', 'match_image',
-           'evaluate_class', 'evaluate_detections', 'ap_table', 'plot_pr_curves', 'to_coco_results',
-           'save_coco_results', 'MAP', 'MAP50']
+           'evaluate_class', 'evaluate_detections', 'ap_table', 'plot_pr_curves', 'confusion_matrix', 'prf1',
+           'plot_confusion', 'to_coco_results', 'save_coco_results', 'MAP', 'MAP50']
 
 # %% ../nbs/07_metrics.ipynb #d5317055
 VOC07_RECS = np.arange(0., 1.1, 0.1)  # the devkit's 11 recalls, float quirks included (0.6000000000000001)
@@ -413,6 +413,65 @@ def plot_pr_curves(res:dict, # from `evaluate_detections`
     ax.legend(fontsize=7, loc='upper right')
     return ax
 
+# %% ../nbs/07_metrics.ipynb #d2c56630
+def confusion_matrix(preds:list, # per image {'boxes' (n,4) xyxy pixels, 'scores', 'labels' 1..n_cls}
+                     targets:list, # per image {'boxes' (m,4) xyxy pixels, 'labels' 1..n_cls}
+                     n_cls:int, # real classes; index `n_cls` of the matrix is background
+                     conf:float=0.25, # detections scoring below are dropped
+                     iou_thresh:float=0.45, # a detection and a ground truth pair when their IoU is over this
+                    )->np.ndarray: # (n_cls+1, n_cls+1) counts: rows predicted class, columns true class
+    "Ultralytics' detection confusion matrix: class-agnostic IoU pairs, highest first, each box used once"
+    from torchvision.ops import box_iou
+    if len(preds) != len(targets): raise ValueError(f"{len(preds)} preds for {len(targets)} targets: pass one dict per image in each")
+    cm = np.zeros((n_cls+1, n_cls+1), dtype=np.int64)
+    for p,t in zip(preds, targets):
+        keep = _t(p['scores']).reshape(-1) >= conf
+        db,dc = _t(p['boxes']).float().reshape(-1,4)[keep], _t(p['labels']).long().reshape(-1)[keep] - 1
+        gb,gc = _t(t['boxes']).float().reshape(-1,4), _t(t['labels']).long().reshape(-1) - 1
+        pairs = np.zeros((0,3))
+        if len(db) and len(gb):
+            iou = box_iou(gb, db).numpy()
+            g,d = np.nonzero(iou > iou_thresh)
+            pairs = np.stack([g, d, iou[g, d]], 1)
+            pairs = pairs[np.argsort(-pairs[:,2], kind='stable')]
+            pairs = pairs[np.unique(pairs[:,1], return_index=True)[1]]          # each detection once, its best gt
+            pairs = pairs[np.argsort(-pairs[:,2], kind='stable')]
+            pairs = pairs[np.unique(pairs[:,0], return_index=True)[1]]          # each gt once, its best detection
+        g,d = pairs[:,0].astype(int), pairs[:,1].astype(int)
+        np.add.at(cm, (dc[d].numpy(), gc[g].numpy()), 1)                       # paired: predicted x true class
+        np.add.at(cm, (n_cls, np.delete(gc.numpy(), g)), 1)                     # ground truths missed
+        np.add.at(cm, (np.delete(dc.numpy(), d), n_cls), 1)                     # detections of nothing
+    return cm
+
+def prf1(cm:np.ndarray)->dict:
+    "Per-class precision, recall and F1 of a `confusion_matrix` (0 where undefined), and their means over the classes with ground truths"
+    tp = np.diag(cm)[:-1].astype(float)
+    n_pred,n_true = cm[:-1].sum(1), cm[:,:-1].sum(0)
+    p = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
+    r = np.divide(tp, n_true, out=np.zeros_like(tp), where=n_true > 0)
+    f1 = np.divide(2*p*r, p + r, out=np.zeros_like(tp), where=(p + r) > 0)
+    has = n_true > 0
+    mean = lambda v: float(v[has].mean()) if has.any() else 0.
+    return dict(precision=p, recall=r, f1=f1, n_true=n_true, mean_precision=mean(p), mean_recall=mean(r), mean_f1=mean(f1))
+
+def plot_confusion(cm:np.ndarray, # from `confusion_matrix`
+                   names:list, # the `n_cls` class names, in label order
+                   normalize:bool=True, # each column (true class) as shares of its total, as Ultralytics draws it
+                   ax=None, figsize=(5,4.2)):
+    "The confusion matrix as an image: rows predicted, columns true, background last"
+    m = cm.astype(float)
+    if normalize: m = m / np.maximum(m.sum(0, keepdims=True), 1)
+    if ax is None: _,ax = plt.subplots(figsize=figsize)
+    ax.imshow(m, cmap='Blues', vmin=0)
+    lbl = list(names) + ['background']
+    ax.set_xticks(range(len(lbl)), lbl, rotation=45, ha='right', fontsize=7); ax.set_yticks(range(len(lbl)), lbl, fontsize=7)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if cm[i,j]: ax.text(j, i, f"{m[i,j]:.2f}" if normalize else str(cm[i,j]), ha='center', va='center', fontsize=6,
+                                color='white' if m[i,j] > 0.6*m.max() else 'black')
+    ax.set(xlabel='true', ylabel='predicted', title='confusion matrix' + (' (columns sum to 1)' if normalize else ''))
+    return ax
+
 # %% ../nbs/07_metrics.ipynb #a153cf1a
 def to_coco_results(preds:list, # per image {'boxes' (n,4) xyxy pixels, 'scores', 'labels'}
                     image_ids, # the COCO image id of each image
@@ -457,7 +516,7 @@ class MAP(Metric):
     def accumulate(self, learn):
         "Store the detections and targets of this batch in pixels"
         dets = learn.loss_func.detect(learn.pred)
-        h,w = getattr(learn.dls, 'img_size', None) or learn.xb[0].shape[-2:]      # precomputed features (`precompute`) carry their images' size
+        h,w = getattr(getattr(learn, 'dls', None), 'img_size', None) or learn.xb[0].shape[-2:]      # precomputed features (`precompute`) carry their images' size
         scale = torch.tensor([w, h, w, h], dtype=torch.float32) / 2
         bbs,lbls = [_t(o) for o in learn.yb[:2]]
         bbs = (bbs.float().reshape(*lbls.shape, 4) + 1) * scale                  # (B,G,4) pixels; G may be 0

@@ -47,10 +47,13 @@ def test_make_data(tmp_path):
 
 def test_train_outputs(trained, data):
     out, r = trained
-    assert {'model.pkl', 'metrics.json', 'results.csv', 'loss.png', 'pr_curves.png', 'predictions.png', 'checkpoint.pth'} <= {p.name for p in out.iterdir()}
+    assert {'model.pkl', 'metrics.json', 'results.csv', 'loss.png', 'pr_curves.png', 'confusion_matrix.png', 'predictions.png', 'checkpoint.pth'} <= {p.name for p in out.iterdir()}
     m = json.loads((out/'metrics.json').read_text())
     assert len(m['epochs']) == 2 and 0 <= m['map_50'] <= 1 and m['n_valid'] == 7 and m['map_images_per_epoch'] == 7
     assert set(m['per_class']) <= {'circle', 'square', 'triangle', 'cross', 'star', 'ring'}
+    p = m['prf']                                                            # precision/recall/F1 at Ultralytics' conf and IoU
+    assert (p['conf'], p['iou']) == (0.25, 0.45) and all(0 <= p[k] <= 1 for k in ('precision', 'recall', 'f1'))
+    assert set(p['per_class']) <= set(m['per_class'])
     assert 'mAP@0.5' in r.stdout
     assert m['seed'] == 42 and {'fastai_det', 'fastai', 'torch', 'torchvision', 'python'} <= set(m['versions'])
     for f in ('model.pkl', 'metrics.json', 'predictions.png'):                 # the permissions `open` gives, not mkstemp's 0600
@@ -66,7 +69,8 @@ def test_eval_and_predict(trained, data, tmp_path):
     r = run('eval', '--model', out/'model.pkl', '--data', data, '--split', 'test', '--out', tmp_path/'ev')
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path/'ev'/'metrics.json').read_text())
-    assert m['n_images'] == 6 and 'map_50' in m
+    assert m['n_images'] == 6 and 'map_50' in m and 'f1' in m['prf'] and 'precision' in r.stdout
+    assert (tmp_path/'ev'/'confusion_matrix.png').is_file()
     imgs = sorted((data/'JPEGImages').glob('test_*.jpg'))[:2]
     r = run('predict', '--model', out/'model.pkl', *imgs, '--out', tmp_path/'pr', '--thresh', '0.01')
     assert r.returncode == 0, r.stderr
@@ -117,6 +121,8 @@ def test_bad_input_files(tmp_path, trained, data, capsys):
 def test_nan_stops_with_message(data, tmp_path):
     r = run('train', '--data', data, '--out', tmp_path/'n', *TINY[:-2], '--arch', 'mobilenet_v3_small', '--lr', '1e9')
     assert r.returncode == 2 and 'learning rate' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-1500:]
+    ck = (tmp_path/'n'/'checkpoint.pth').is_file()                    # the message names a checkpoint only when there is one
+    assert ('--resume' in r.stderr) == ck and ('nothing was saved' in r.stderr) != ck, r.stderr
 
 def test_deterministic(data, tmp_path, trained):
     out, _ = trained
@@ -152,6 +158,41 @@ def test_resume_a_run_killed_after_its_last_epoch(trained, data, tmp_path):
     assert len(m['epochs']) == 2 and m['epochs'] == m0['epochs'] and m['map'] == pytest.approx(m0['map'])
     assert (run_dir/'model.pkl').is_file() and (run_dir/'results.csv').is_file() and (run_dir/'predictions.png').is_file()
     assert not list(run_dir.glob('.*.tmp'))
+
+def test_resume_refuses_another_runs_or_a_broken_checkpoint(trained, data, tmp_path, capsys):
+    "`--resume` says which setting differs from the checkpoint's run, and names a checkpoint it cannot read or load; nothing is written"
+    import torch
+    out, _ = trained
+    run_dir = shutil.copytree(out, tmp_path/'r')
+    before = (run_dir/'metrics.json').read_bytes()
+    args = ['train', '--data', data, '--out', run_dir, *TINY, '--resume']
+    code, _, err = run_here(capsys, *args, '--size', '160')                       # the last --size wins
+    assert code == 2 and '--size 128' in err and '--size 160' in err and len(err.strip().splitlines()) == 1, err
+    (run_dir/'checkpoint.pth').write_bytes(b'PK\x03\x04 not a checkpoint')
+    code, _, err = run_here(capsys, *args)
+    assert code == 2 and 'checkpoint.pth cannot be read' in err, err
+    torch.save({'model': {}, 'opt': {}, 'epoch': 0, 'history': []}, run_dir/'checkpoint.pth')   # no settings recorded, no weights
+    code, _, err = run_here(capsys, *args)
+    assert code == 2 and 'weights of another model' in err and len(err.strip().splitlines()) == 1, err
+    assert (run_dir/'metrics.json').read_bytes() == before
+
+def test_divergence_stops_before_the_checkpoint_is_overwritten(tmp_path):
+    "A finite but exploding validation loss stops the fit after that epoch, and `Checkpoint` keeps the last good epoch"
+    import torch
+    from fastai.test_utils import synth_learner
+    from fastai.callback.core import Callback
+    from fastai_det.cli import Checkpoint, StopOnDivergence
+    class Explode(Callback):                                              # after epoch 2, weights blown up: a finite, huge loss
+        def before_epoch(self):
+            if self.epoch == 2:
+                with torch.no_grad(): [p.mul_(1e4) for p in self.learn.model.parameters()]
+    learn = synth_learner(n_trn=8, n_val=4, lr=1e-2)
+    ck = tmp_path/'checkpoint.pth'
+    learn.fit(6, cbs=[Checkpoint(ck), StopOnDivergence(), Explode()])
+    e, v, best = learn.diverged
+    assert e == 2 and v > 10*best and len(learn.recorder.values) == 3
+    state = torch.load(ck, weights_only=False)
+    assert state['epoch'] == 1 and len(state['history']) == 2           # epoch 2's weights never reached the file
 
 def test_two_processes(data, tmp_path):
     torchrun = BIN/'torchrun'
