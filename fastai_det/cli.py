@@ -49,6 +49,8 @@ def load_records(data=None, # None: the embedded dataset; a folder or a COCO jso
                  valid_pct:float=0.2, seed:int=42, n_train:int=1000, n_valid:int=250)->tuple:
     "(train, `split`) `DetRecords` from `data`, in any of the formats above"
     if data is None:
+        sp = shapes_path(n_train=n_train, n_valid=n_valid)
+        print(f"no --data: the embedded shapes dataset, {'from' if (sp/'train.json').is_file() else 'drawn now into'} {sp}")
         p = make_shapes(n_train=n_train, n_valid=n_valid)
         return read_coco(p/'train.json'), read_coco(p/f'{split}.json')
     p = Path(data)

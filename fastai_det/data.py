@@ -92,7 +92,7 @@ class DetRecords(tuple):
 
 # %% ../nbs/01_data.ipynb #bbe93472
 class _Repairs:
-    "Counts of repaired boxes in one file, with the first few records named"
+    "Counts of repairs (boxes, image sizes) in one file, with the first few records named"
     def __init__(self, fname): self.fname,self.counts,self.where = fname,Counter(),{}
     def add(self, what, rec):
         self.counts[what] += 1
@@ -101,7 +101,25 @@ class _Repairs:
     def warn(self):
         if not self.counts: return
         msg = '; '.join(f"{k}: {v} ({', '.join(map(str, self.where[k]))}{', ...' if v>3 else ''})" for k,v in self.counts.items())
-        warnings.warn(f"{self.fname}: repaired boxes — {msg}", stacklevel=3)
+        warnings.warn(f"{self.fname}: repairs — {msg}", stacklevel=3)
+
+def _file_size(fn)->tuple|None:
+    "(w,h) of image file `fn` as a person sees it (EXIF orientation applied, as `load_image` does), from its header; None if unreadable"
+    try:
+        with Image.open(fn) as im:
+            w,h = im.size
+            return (h,w) if im.getexif().get(0x0112) in (5,6,7,8) else (w,h)
+    except Exception: return None
+
+def _real_sizes(imgs:dict, rep, what:str='the json'):
+    "Give every image of `imgs` (id: dict with `fn`, `size`) the size of its file, counting where `what` disagreed or was silent"
+    for i,o in imgs.items():
+        real = _file_size(o['fn'])
+        if real is None: continue                                    # undecodable: `verify_images` names it later
+        if o['size'] is None: rep.add(f"image size read from the file ({what} has none)", f"image id {i}")
+        elif tuple(o['size']) != real:
+            rep.add(f"image size from the file, not {what}", f"image id {i}: {o['size'][0]}x{o['size'][1]} in {what}, {real[0]}x{real[1]} in the file")
+        o['size'] = real
 
 def _fix_box(b, size, rep, rec):
     "Clip xyxy `b` to the image `size` (w,h) and return it, or None if it has no area; counts go to `rep`"
@@ -154,6 +172,9 @@ def read_coco(fname, # a COCO json file
         imgs[i] = dict(fn=prefix/_need(o, 'file_name', fname, f"image id {i}"), size=(o['width'],o['height']) if 'width' in o and 'height' in o else None,
                        bbs=[], lbls=[], difficult=[], iscrowd=[])
     rep = _Repairs(fname)
+    if check_files:                                                      # boxes are clipped to the image as it is
+        _missing_files([o['fn'] for o in imgs.values()], fname, f"pass `prefix=` the folder that holds the images (now {prefix})")
+        _real_sizes(imgs, rep)
     aids = set()
     for a in _need(d, 'annotations', fname, 'the file'):
         aid = a.get('id', '?')
@@ -173,7 +194,6 @@ def read_coco(fname, # a COCO json file
         im['difficult'].append(bool(a.get('ignore', a.get('difficult', 0)))); im['iscrowd'].append(bool(a.get('iscrowd', 0)))
     rep.warn()
     fns = [o['fn'] for o in imgs.values()]
-    if check_files: _missing_files(fns, fname, f"pass `prefix=` the folder that holds the images (now {prefix})")
     annots = [ImgAnnot(o['bbs'], o['lbls'], o['size'], o['difficult'], o['iscrowd']) for o in imgs.values()]
     report = dict(rep.counts, images=len(fns), objects=sum(len(o[1]) for o in annots), empty_images=sum(len(o[1])==0 for o in annots))
     return DetRecords(fns, annots, classes=[cats[k] for k in sorted(cats)], report=report, source=fname)
@@ -542,6 +562,9 @@ def det_dls(train:DetRecords, valid:DetRecords, # the two splits
     classes = list(train.classes)
     unknown = sorted({l for a in valid.annots for l in a[1]} - set(classes))
     if unknown: raise DataError(f"{valid.source}: classes {unknown} are not in the training split's classes {classes}")
+    n_obj = Counter(l for a in train.annots for l in a[1])
+    unseen = [c for c in classes if not n_obj[c]]
+    if unseen: warnings.warn(f"{train.source}: classes {unseen} have no training example: the model will not learn to detect them", stacklevel=2)
     items = train.items() + valid.items()
     if check_images: verify_images([o.fname for o in items], show_progress=show_progress)
     if task in ('largest', 'largest_class'):

@@ -36,7 +36,7 @@ def multilabel_learner(dls, # `task='multilabel'` DataLoaders
     if normalize and wants_norm(pretrained): add_norm(dls)
     if pyramid:
         body = BodyFeatures(body)
-        model = nn.Sequential(body, PyramidHead(body.channels, dls.c, last_hw=1))
+        model = nn.Sequential(body, PyramidHead(body.channels, dls.c, last_hw=1, last_k=1))
     else: model = nn.Sequential(body, create_head(body_out(body)[0], dls.c))
     if metrics is None: metrics = [partial(accuracy_multi, thresh=thresh), f1_samples(thresh)]
     return Learner(dls, model, loss_func=BCEWithLogitsLossFlat(thresh=thresh), metrics=metrics,

@@ -28,15 +28,17 @@ def single_object_head(nin:int, # the body's channels x h x w, flattened
     return nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Dropout(ps/2), nn.Linear(nin, nh), nn.ReLU(), nn.BatchNorm1d(nh),
                          nn.Dropout(ps), nn.Linear(nh, n_out))
 
-def _conv_bn(ni, nf, k=3): return nn.Sequential(nn.Conv2d(ni, nf, k, padding=k//2, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
+def _conv_bn(ni, nf, k=3, stride=1): return nn.Sequential(nn.Conv2d(ni, nf, k, stride=stride, padding=k//2, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
 
 class PyramidHead(Module):
     "A 3x3 conv per map of `BodyFeatures` (a `last_k` conv then a 3x3 on the last); the finer maps max-pooled, the last one flattened (or pooled too); dropout, linear"
     def __init__(self, chs:list, # channels of each map, finest first (`BodyFeatures.channels`)
                  n_out:int, last_hw:int=16, # cells of the last map (h*w), flattened; 1: pooled like the others
                  nf:int=64, ps:float=0.3,
-                 last_k:int=3): # kernel of the first conv on the last map (1: a 1x1 conv, a ninth of the cost on its many channels)
-        self.convs = nn.ModuleList([_conv_bn(c, nf) for c in chs[:-1]] + [nn.Sequential(_conv_bn(chs[-1], nf, last_k), _conv_bn(nf, nf))])
+                 last_k:int=3, # kernel of the first conv on the last map (1: a 1x1 conv, a ninth of the cost on its many channels)
+                 fine_stride:int=1): # stride of the conv on the finest map (2: a quarter of its cost; that map is max-pooled over the image after it)
+        fine = [_conv_bn(c, nf, stride=fine_stride if i == 0 else 1) for i,c in enumerate(chs[:-1])]
+        self.convs = nn.ModuleList(fine + [nn.Sequential(_conv_bn(chs[-1], nf, last_k), _conv_bn(nf, nf))])
         self.last_hw = last_hw
         self.out = nn.Sequential(nn.Dropout(ps), nn.Linear(nf*(len(chs) - 1 + last_hw), n_out))
     def forward(self, xs:list)->Tensor:
@@ -124,7 +126,7 @@ def single_object_learner(dls, # `task='largest'` DataLoaders
         body = BodyFeatures(body)
         with torch.no_grad(): last = body.eval()(torch.zeros(1, 3, *sz))[-1]
         body.train()
-        model = nn.Sequential(body, PyramidHead(body.channels, 4 + n_cls, last_hw=last.shape[-2]*last.shape[-1], last_k=1))
+        model = nn.Sequential(body, PyramidHead(body.channels, 4 + n_cls, last_hw=last.shape[-2]*last.shape[-1], last_k=1, fine_stride=2))
     else: model = nn.Sequential(body, single_object_head(math.prod(body_out(body, sz)), 4 + n_cls, nh, ps))
     mets = ([detn_acc] if cls else []) + ([partial(detn_l1, sz=sz[-1])] if box else [])
     if metrics is None: metrics = mets

@@ -16,6 +16,8 @@ from fastai.torch_core import Module, find_bs
 from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Learner, Metric
 from fastai.vision.core import PILImage, TensorBBox
+from fastai.torch_core import TensorImage
+from plum import dispatch               # fastai's typedispatch: `Interpretation.plot_top_losses` finds the method below
 from fastai.vision.augment import Resize
 from fastai.torch_basics import TensorMultiCategory
 from torchvision.models import resnet18
@@ -31,7 +33,7 @@ from .data import batch_images, unscale_boxes, DetImage
 # %% auto #0
 __all__ = ['StdConv', 'cls_bias', 'OutConv', 'head_strides', 'SSDHead', 'actn_to_bb', 'bb_to_actn', 'bce_cls_loss_onehot',
            'bce_cls_loss', 'ce_cls_loss', 'ssd_1_loss', 'ssd_loss_loop', 'SSDLoss', 'LossPart', 'LossParts',
-           'DetLearner', 'ssd_learner', 'TimeBudget']
+           'DetLearner', 'plot_top_losses', 'ssd_learner', 'TimeBudget']
 
 # %% ../nbs/08_ssd.ipynb #446a9a99
 class StdConv(nn.Sequential):
@@ -175,7 +177,7 @@ class SSDLoss(Module):
         store_attr('encoding,thresh,loc_weight,loc_loss,cls_kw')
         self.register_buffer('ancs', ancs.float())
         self.cls_f,self.softmax = cls_loss,getattr(cls_loss, 'softmax', False)
-        self.parts = {}
+        self.parts,self.reduction = {},'mean'        # fastai's `get_preds(with_loss=True)` sets 'none': a loss per image
 
     def decode(self, box_p:Tensor)->Tensor:
         "Box activations (bs,A,4) -> xyxy boxes in [0,1]"
@@ -191,10 +193,15 @@ class SSDLoss(Module):
         anc = self.ancs[a]
         if self.loc_loss == 'giou':
             dec = actn_to_bb(box_p[b,a], anc) if self.encoding=='tanh' else decode_boxes(box_p[b,a], anc)
-            loc = generalized_box_iou_loss(dec, t_bb[b,a], reduction='sum')
-        elif self.encoding == 'tanh': loc = (actn_to_bb(box_p[b,a], anc) - t_bb[b,a]).abs().sum()
-        else: loc = F.smooth_l1_loss(box_p[b,a], encode_boxes(t_bb[b,a], anc), reduction='sum')
-        cls = self.cls_f(cls_p, t_lbl, **self.cls_kw)
+            per = generalized_box_iou_loss(dec, t_bb[b,a], reduction='none')
+        elif self.encoding == 'tanh': per = (actn_to_bb(box_p[b,a], anc) - t_bb[b,a]).abs().sum(-1)
+        else: per = F.smooth_l1_loss(box_p[b,a], encode_boxes(t_bb[b,a], anc), reduction='none').sum(-1)
+        if self.reduction == 'none':                                 # per image: its box and class losses over its positives
+            loc_i = per.new_zeros(len(t_lbl)).index_add_(0, b, per)
+            cls_i = torch.stack([self.cls_f(cls_p[i:i+1], t_lbl[i:i+1], **self.cls_kw) for i in range(len(t_lbl))])
+            self.parts = dict(loc=loc_i.detach().sum()/n_pos, cls=cls_i.detach().sum()/n_pos, n_pos=int(n_pos))
+            return (self.loc_weight*loc_i + cls_i) / pos.sum(1).clamp(min=1)
+        loc,cls = per.sum(),self.cls_f(cls_p, t_lbl, **self.cls_kw)
         self.parts = dict(loc=loc.detach()/n_pos, cls=cls.detach()/n_pos, n_pos=int(n_pos))
         return (self.loc_weight*loc + cls) / n_pos
 
@@ -285,6 +292,24 @@ def show_results(self:DetLearner, ds_idx:int=1, max_n:int=6, ncols:int=3, score_
     targs = [dict(boxes=px(bb[lb>0]), labels=lb[lb>0]) for bb,lb in zip(gt_bb, gt_lb)]
     preds = [dict(d, boxes=px(d['boxes'])) for d in dets]
     return show_target_pred(imgs, targs, preds, self.dls.vocab, ncols=ncols, figsize=figsize)
+
+# %% ../nbs/08_ssd.ipynb #da56bc8f
+@dispatch
+def plot_top_losses(x:TensorImage, y:tuple, samples, outs, raws, losses, nrows=None, ncols=None, figsize=None, **kwargs):
+    "fastai's `Interpretation.plot_top_losses` for detectors: each image with its true boxes, beside it the predicted ones (`decodes`: score > 0.3), its loss above"
+    n = len(samples)
+    ncols = ncols or min(n, 3)
+    nrows = nrows or math.ceil(n/ncols)
+    _,axs = plt.subplots(nrows, 2*ncols, figsize=figsize or (5.2*ncols, 2.8*nrows), squeeze=False)
+    pairs = axs.reshape(-1, 2)
+    for (a_t,a_p),s,o,l in zip(pairs, samples, outs, losses):
+        img = s[0].as_subclass(Tensor).cpu().permute(1,2,0).float()
+        img = (img/255 if img.max() > 1 else img).clamp(0,1).numpy()        # as a person sees it (fastai decoded it to 0-255)
+        for a in (a_t,a_p): a.imshow(img); a.axis('off')
+        s[-1].show(ctx=a_t); a_t.set_title(f'truth; loss {float(l):.2f}', fontsize=8)
+        o[-1].show(ctx=a_p); a_p.set_title('prediction', fontsize=8)
+    for a in pairs[n:].flatten(): a.axis('off')
+    return axs
 
 # %% ../nbs/08_ssd.ipynb #039be91a
 def _n_cls(dls):

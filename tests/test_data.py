@@ -42,6 +42,22 @@ def test_coco_fastai_pascal_layout(tmp_path):
     with pytest.warns(UserWarning, match='clipped to the image: 1'): read_coco(f, prefix=tmp_path/'train')  # 336 > 333
     with pytest.raises(DataError, match='pass `prefix=`'): read_coco(f)
 
+def test_coco_size_from_the_file_and_classes_without_examples(tmp_path):
+    "A json width/height that disagrees with the image file, or is missing: the file's size is used and the repair counted; a class with no box warns"
+    jpg(tmp_path/'a.jpg', 200, 100); jpg(tmp_path/'b.jpg', 64, 64)
+    images = [dict(id=1, file_name='a.jpg', width=100, height=50), dict(id=2, file_name='b.jpg')]
+    anns = [dict(id=1, image_id=1, category_id=1, bbox=[120, 60, 60, 30]), dict(id=2, image_id=2, category_id=1, bbox=[10, 10, 70, 20])]
+    f = write_coco(tmp_path, images, anns, [dict(id=1, name='a'), dict(id=2, name='b')], 'x.json')
+    with pytest.warns(UserWarning) as w: recs = read_coco(f)
+    msg = ' '.join(str(o.message) for o in w)
+    assert 'image size from the file, not the json: 1 (image id 1: 100x50 in the json, 200x100 in the file)' in msg, msg
+    assert 'image size read from the file (the json has none): 1 (image id 2)' in msg, msg
+    assert recs.annots[0].bbs == [[120, 60, 180, 90]]           # inside the real 200x100 image: not clipped to the json's 100x50
+    assert recs.annots[1].bbs == [[10, 10, 64, 30]]             # clipped to the file's 64 px
+    assert recs.annots[0].size == (200, 100) and recs.annots[1].size == (64, 64)
+    with pytest.warns(UserWarning, match=r"classes \['b'\] have no training example"):
+        det_dls(recs, recs, size=64, bs=2, show_progress=False)
+
 def test_coco_crowd_and_pycocotools(shapes):
     from pycocotools.coco import COCO
     import contextlib, io

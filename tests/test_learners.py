@@ -129,6 +129,24 @@ def test_fit_head_scores_map_in_pixels_and_follows_no_bar(shapes):
         on_feats = head_learner(learn, f).validate()[-1]
     assert on_images == pytest.approx(on_feats, abs=1e-6)
 
+def test_get_preds_with_loss_gives_a_loss_per_image(shapes):
+    "fastai's `get_preds(with_loss=True)` (and so `Interpretation`'s top losses) works on a detector: one loss per validation image"
+    from fastai_det.ssd import ssd_learner
+    set_seed(0)
+    dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'boxes', size=64, bs=4, show_progress=False)
+    learn = ssd_learner(dls, ARCH, grids=(2,1))
+    with learn.no_bar(): preds, targs, losses = learn.get_preds(with_loss=True)
+    assert losses.shape == (len(dls.valid_ds),) and torch.isfinite(losses).all()
+    assert learn.loss_func.reduction == 'mean'                    # put back after
+    import matplotlib; matplotlib.use('Agg')
+    from fastai.interpret import Interpretation
+    with learn.no_bar():
+        interp = Interpretation.from_learner(learn)
+        interp.plot_top_losses(2)                                 # our method for (TensorImage, tuple) of `fastai_det.ssd`
+    import matplotlib.pyplot as plt
+    titles = [a.get_title() for a in plt.gcf().axes]
+    assert len(titles) == 4 and sum(t.startswith('truth; loss') for t in titles) == 2
+
 def test_pyramid_heads_predict_in_image_pixels(shapes):
     "The `PyramidHead` learners (the default) train, predict and name classes; the lesson's head stays available"
     set_seed(0)

@@ -28,6 +28,18 @@ def test_batched_loss_equals_loop(seed, ancs):
     l1.backward(); l2.backward()
     for a, b in zip(p1, p2): torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
 
+@pytest.mark.parametrize('cls', [bce_cls_loss, ce_cls_loss], ids=['bce', 'ce'])
+@pytest.mark.parametrize('encoding', ['tanh', 'ssd'])
+def test_loss_per_image(cls, encoding):
+    "`reduction='none'` (what fastai's `get_preds(with_loss=True)` sets): each image's loss is the loss of that image alone"
+    pred, bbs, lbls = rand_batch(3)
+    loss = SSDLoss(LESSON, cls, encoding)
+    loss.reduction = 'none'
+    per = loss(pred, bbs, lbls)
+    assert per.shape == (8,)
+    alone = torch.stack([SSDLoss(LESSON, cls, encoding)(tuple(o[i:i+1] for o in pred), bbs[i:i+1], lbls[i:i+1]) for i in range(8)])
+    torch.testing.assert_close(per, alone)
+
 def test_all_empty_batch():
     pred, bbs, lbls = rand_batch(0, empty_every=1)
     loss = SSDLoss(LESSON)
