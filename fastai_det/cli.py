@@ -15,7 +15,7 @@ with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch
     from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import load_learner
 from fastai.torch_core import set_seed
-from .data import (make_shapes, shapes_path, read_coco, read_voc, det_dls, DataError, DetRecords, SHAPES, load_image,
+from .data import (make_shapes, shapes_path, read_coco, read_voc, read_yolo, det_dls, DataError, DetRecords, SHAPES, load_image,
                    atomic_write, write_json)
 from .bodies import create_det_body
 from .ssd import TimeBudget
@@ -24,7 +24,7 @@ from .ssd import TimeBudget
 __all__ = ['MODELS', 'PRETRAINED', 'RESUME_KEYS', 'EXAMPLES', 'CLIError', 'load_records', 'resolve_pretrained', 'build_learner',
            'Checkpoint', 'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'load_checkpoint', 'train',
            'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_confusion', 'save_pictures',
-           'evaluate', 'predict', 'make_data', 'parser', 'check_args', 'main']
+           'evaluate', 'predict', 'export', 'make_data', 'parser', 'check_args', 'main']
 
 # %% ../nbs/11_cli.ipynb #87f0202a
 class CLIError(Exception):
@@ -32,10 +32,14 @@ class CLIError(Exception):
 
 # %% ../nbs/11_cli.ipynb #34d6ec1c
 def _coco_split(f, root):
-    "Read COCO `f`, trying its own folder then `root/'train'` (fastai's PASCAL_2007 keeps images there) as the prefix"
+    "Read COCO `f`, trying its own folder, then `root/<f's stem>` (fastai's PASCAL_2007 keeps test images in `test/`), then `root/'train'`"
     try: return read_coco(f)
     except DataError as e:
-        if 'not found' in str(e) and (root/'train').is_dir(): return read_coco(f, prefix=root/'train')
+        if 'not found' not in str(e): raise
+        for d in (root/Path(f).stem, root/'train'):
+            if d.is_dir():
+                try: return read_coco(f, prefix=d)
+                except DataError: pass
         raise
 
 def _split(recs:DetRecords, valid_pct:float, seed:int)->tuple:
@@ -44,7 +48,28 @@ def _split(recs:DetRecords, valid_pct:float, seed:int)->tuple:
     pick = lambda ix: DetRecords([recs.fnames[i] for i in ix], [recs.annots[i] for i in ix], recs.classes, recs.report, recs.source)
     return pick(sorted(idx[n_val:])), pick(sorted(idx[:n_val]))
 
-def load_records(data=None, # None: the embedded dataset; a folder or a COCO json
+def _names(split:str)->list: return ['valid', 'val'] if split in ('valid', 'val') else [split]
+
+def _coco2017(p:Path, split:str)->tuple:
+    "COCO 2017's layout: `annotations/instances_<name>.json` with images in `<name>/` (`val2017` for split 'valid'/'val')"
+    anns = {f.stem[len('instances_'):]: f for f in sorted((p/'annotations').glob('instances_*.json'))}
+    def get(s):
+        k = next((k for k in anns for n in _names(s) if k.rstrip('0123456789') == n), None)
+        if k is None: raise CLIError(f"--data {p}: no annotations/instances_{s}*.json (found {', '.join(f.name for f in anns.values())})")
+        return read_coco(anns[k], prefix=p/k if (p/k).is_dir() else p)
+    return get('train'), get(split)
+
+def _voc_root(p:Path)->Path|None:
+    "The VOC folder in `p`: `p` itself, or the one `VOC20xx` of a `VOCdevkit` (or of a folder holding `VOCdevkit`)"
+    is_voc = lambda d: (d/'Annotations').is_dir() and (d/'ImageSets'/'Main').is_dir()
+    if is_voc(p): return p
+    for dk in (p, p/'VOCdevkit'):
+        vs = sorted(d for d in dk.glob('VOC*') if d.is_dir() and is_voc(d)) if dk.is_dir() else []
+        if len(vs) > 1: raise CLIError(f"--data {p}: holds {', '.join(d.name for d in vs)}; pass one of them, e.g. --data {vs[0]}")
+        if vs: return vs[0]
+    return None
+
+def load_records(data=None, # None: the embedded dataset; a folder or a file in one of the layouts above
                  split:str='valid', # the split to evaluate on
                  valid_pct:float=0.2, seed:int=42, n_train:int=1000, n_valid:int=250)->tuple:
     "(train, `split`) `DetRecords` from `data`, in any of the formats above"
@@ -55,20 +80,24 @@ def load_records(data=None, # None: the embedded dataset; a folder or a COCO jso
         return read_coco(p/'train.json'), read_coco(p/f'{split}.json')
     p = Path(data)
     if not p.exists(): raise CLIError(f"--data {p}: no such file or folder")
+    if p.is_file() and p.suffix.lower() in ('.yaml', '.yml') or p.is_dir() and any((p/f).is_file() for f in ('data.yaml', 'data.yml', 'dataset.yaml')):
+        return read_yolo(p, 'train'), read_yolo(p, 'val' if split in ('valid', 'val') else split)
     if p.is_file():
-        if p.suffix.lower() != '.json': raise CLIError(f"--data {p}: not a COCO .json file or a dataset folder")
+        if p.suffix.lower() != '.json': raise CLIError(f"--data {p}: not a COCO .json, a YOLO data.yaml or a dataset folder")
         return _split(read_coco(p), valid_pct, seed)
     if (p/'train.json').is_file():
-        vf = p/f'{split}.json'
-        if not vf.is_file() and split == 'valid' and (p/'val.json').is_file(): vf = p/'val.json'
-        if not vf.is_file(): raise CLIError(f"--data {p}: has train.json but no {vf.name}")
+        vf = next((p/f'{s}.json' for s in _names(split) if (p/f'{s}.json').is_file()), None)
+        if vf is None: raise CLIError(f"--data {p}: has train.json but no {split}.json")
         return _coco_split(p/'train.json', p), _coco_split(vf, p)
-    if (p/'Annotations').is_dir() and (p/'ImageSets'/'Main').is_dir():
-        have = {f.stem for f in (p/'ImageSets'/'Main').glob('*.txt')}
-        vs = next((s for s in ([split] if split != 'valid' else ['valid', 'val']) if s in have), None)
-        if 'train' not in have or vs is None: raise CLIError(f"--data {p}: a VOC folder needs ImageSets/Main/train.txt and {split}.txt (found {sorted(have)})")
-        tr = read_voc(p, 'train'); return tr, read_voc(p, vs, classes=tr.classes)
-    raise CLIError(f"--data {p}: no train.json, no VOC Annotations/ and ImageSets/Main/: not a dataset folder fastai_det knows")
+    if (p/'annotations').is_dir() and any((p/'annotations').glob('instances_*.json')): return _coco2017(p, split)
+    voc = _voc_root(p)
+    if voc is not None:
+        have = {f.stem for f in (voc/'ImageSets'/'Main').glob('*.txt')}
+        vs = next((s for s in _names(split) if s in have), None)
+        if 'train' not in have or vs is None: raise CLIError(f"--data {voc}: a VOC folder needs ImageSets/Main/train.txt and {split}.txt (found {sorted(have)})")
+        tr = read_voc(voc, 'train'); return tr, read_voc(voc, vs, classes=tr.classes)
+    raise CLIError(f"--data {p}: not a dataset folder fastai_det knows (a make-data or PASCAL_2007 folder with train.json, "
+                   f"COCO 2017 annotations/, a VOC or VOCdevkit folder, a YOLO data.yaml)")
 
 # %% ../nbs/11_cli.ipynb #efb9f9b8
 MODELS = ('ssd', 'ssd-multi', 'retinanet')
@@ -408,8 +437,31 @@ def predict(a)->list:
         show_boxes(d['boxes'], d['names'], d['scores'], ax=ax, img=load_image(f), colors=[label_color(int(l)) for l in d['labels']])
         atomic_write(out/f'{f.stem}_pred.png', lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight')); plt.close(fig)
     write_json(out/'predictions.json', res)
-    print(f"{len(res)} detections in {len(fns)} images; wrote {out/'predictions.json'}")
+    fmts = [f for f,on in (('yolo', a.save_txt), ('voc', a.save_xml)) if on]
+    if fmts:
+        from fastai_det.export import save_predictions
+        save_predictions(dets, fns, [load_image(f).size for f in fns], out, learn.dls.vocab, formats=fmts, conf=a.save_conf)
+    also = ''.join(f" and {d}/" for d,on in (('labels', a.save_txt), ('Annotations', a.save_xml)) if on)
+    print(f"{len(res)} detections in {len(fns)} images; wrote {out/'predictions.json'}{also}")
     return res
+
+def export(a)->Path:
+    "The `export` subcommand: the model as ONNX, TorchScript or pt2, checked against the learner on random images"
+    from fastai_det.export import export_model, load_exported, DetectorExport, FORMATS
+    learn = _load_model(a.model)
+    out = Path(a.out) if a.out else Path(a.model).with_suffix(FORMATS[a.format])
+    try: f = export_model(learn, out, a.format)
+    except ImportError as e: raise CLIError(str(e)) from None
+    m = DetectorExport.from_learner(learn)
+    x = torch.rand(3, 3, *m.size)
+    with torch.no_grad(): ref = [o.numpy() for o in m(x)]
+    got = load_exported(f)(x.numpy())
+    d = [float(np.abs(g-r).max()) for g,r in zip(got, ref)]
+    print(f"wrote {f} ({f.stat().st_size/1e6:.1f} MB): input images (N,3,{m.size[0]},{m.size[1]}) RGB in [0,1]; outputs scores "
+          f"{tuple(got[0].shape[1:])} and boxes {tuple(got[1].shape[1:])} xyxy pixels per image, before NMS; "
+          f"largest difference from the learner on 3 random images: scores {d[0]:.1e}, boxes {d[1]:.1e} px")
+    if not (d[0] < 1e-3 and d[1] < 0.1): raise CLIError(f"{f}: its outputs differ from the learner's (scores {d[0]:.1e}, boxes {d[1]:.1e} px)")
+    return f
 
 def make_data(a)->Path:
     "The `make-data` subcommand"
@@ -424,14 +476,17 @@ EXAMPLES = {
           "  fastai-det train --model ssd --loss focal --epochs 5\n  fastai-det train --data ~/.fastai/data/pascal_2007 --size 224 --out runs/voc\n"
           "  fastai-det train --out runs/det --resume           # continue a killed run",
  'eval': "examples:\n  fastai-det eval --weights runs/det/model.pkl\n  fastai-det eval --weights runs/det/model.pkl --split test --out runs/det/test",
- 'predict': "examples:\n  fastai-det predict --weights runs/det/model.pkl img1.jpg img2.jpg --out preds --thresh 0.4"}
+ 'predict': "examples:\n  fastai-det predict --weights runs/det/model.pkl img1.jpg img2.jpg --out preds --thresh 0.4\n"
+            "  fastai-det predict --weights runs/det/model.pkl images/*.jpg --save-txt --save-conf --save-xml   # + YOLO txt, VOC XML",
+ 'export': "examples:\n  fastai-det export --weights runs/det/model.pkl                      # runs/det/model.onnx\n"
+           "  fastai-det export --weights runs/det/model.pkl --format torchscript --out det.torchscript"}
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     "Examples kept as written, and every option's default shown after its help"
 
 def parser()->argparse.ArgumentParser:
     "The `fastai-det` argument parser"
-    p = argparse.ArgumentParser(prog='fastai-det', description='Object detection with fastai: make data, train, evaluate, predict.',
+    p = argparse.ArgumentParser(prog='fastai-det', description='Object detection with fastai: make data, train, evaluate, predict, export.',
                                 epilog='run `fastai-det COMMAND --help` for examples')
     from fastai_det import __version__
     p.add_argument('--version', action='version', version=f'fastai-det {__version__}')
@@ -468,7 +523,15 @@ def parser()->argparse.ArgumentParser:
     s = sub.add_parser('predict', help='detect objects in images', epilog=EXAMPLES['predict'], formatter_class=fmt)
     s.add_argument('--weights', '--model', dest='model', metavar='FILE', required=True, help='model.pkl written by train (--model: the old name)'); s.add_argument('images', nargs='+', help='image files')
     s.add_argument('--out', default='predictions', help='folder for predictions.json and one picture per image'); s.add_argument('--thresh', type=float, default=0.3, help='score threshold of the boxes kept')
+    s.add_argument('--save-txt', action='store_true', help="also write labels/<image>.txt, YOLO's format (class cx cy w h, fractions)")
+    s.add_argument('--save-conf', action='store_true', help='with --save-txt: the score at the end of each line')
+    s.add_argument('--save-xml', action='store_true', help='also write Annotations/<image>.xml, Pascal VOC XML (opens in LabelImg, CVAT)')
     s.set_defaults(func=predict)
+    s = sub.add_parser('export', help='export a saved model as ONNX, TorchScript or pt2', epilog=EXAMPLES['export'], formatter_class=fmt)
+    s.add_argument('--weights', '--model', dest='model', metavar='FILE', required=True, help='model.pkl written by train')
+    s.add_argument('--format', default='onnx', choices=['onnx', 'torchscript', 'pt2'], help='onnx needs `pip install fastai_det[export]`')
+    s.add_argument('--out', default=None, help='file to write; none: beside the weights, e.g. model.onnx')
+    s.set_defaults(func=export)
     return p
 
 # %% ../nbs/11_cli.ipynb #f47ee91c
@@ -506,7 +569,11 @@ def check_args(a):
         if a.out: _out_ok(a.out)
     elif a.cmd == 'predict':
         need(0 <= a.thresh <= 1, '--thresh', 'must be between 0 and 1')
+        need(a.save_txt or not a.save_conf, '--save-conf', 'needs --save-txt')
         _out_ok(a.out)
+    elif a.cmd == 'export' and a.out:
+        need(not Path(a.out).is_dir(), '--out', 'is a folder; give the file to write')
+        _out_ok(Path(a.out).parent)
 
 def main(argv=None):
     "Entry point of the `fastai-det` console script"

@@ -8,6 +8,7 @@ Docs: https://fastai-det.github.io/fastai_det/data.html.md"""
 from __future__ import annotations
 import json, os, shutil, tempfile, warnings, math
 import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape
 from collections import Counter
 from pathlib import Path
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from fastprogress.fastprogress import progress_bar
 from fastai.data.block import DataBlock, CategoryBlock, MultiCategoryBlock
-from fastai.data.transforms import IndexSplitter
+from fastai.data.transforms import IndexSplitter, image_extensions
 from fastai.vision.data import ImageBlock, BBoxBlock, BBoxLblBlock, bb_pad
 from fastai.vision.augment import Resize, aug_transforms, ResizeMethod, PadMode
 from fastai.vision.core import PILImage
@@ -24,10 +25,10 @@ from .boxes import show_boxes, label_color
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'SHAPES', 'TASKS', 'ImgAnnot', 'DataError', 'atomic_write', 'write_json', 'DetItem', 'DetRecords',
-           'read_coco', 'read_voc_xml', 'read_voc', 'load_image', 'DetImage', 'verify_images', 'draw_shapes_image',
-           'shapes_path', 'make_shapes', 'show_records', 'records_stats', 'plot_stats', 'rec_fname', 'rec_bbs',
-           'rec_lbls', 'rec_classes', 'largest_bb', 'largest_lbl', 'largest_cls', 'has_objects', 'det_tfms',
-           'bb_pad_long', 'det_dblock', 'det_dls', 'shapes_dls', 'batch_images', 'unscale_boxes']
+           'read_coco', 'read_voc_xml', 'read_voc', 'read_yolo', 'load_image', 'DetImage', 'verify_images',
+           'draw_shapes_image', 'voc_xml', 'shapes_path', 'make_shapes', 'show_records', 'records_stats', 'plot_stats',
+           'rec_fname', 'rec_bbs', 'rec_lbls', 'rec_classes', 'largest_bb', 'largest_lbl', 'largest_cls', 'has_objects',
+           'det_tfms', 'bb_pad_long', 'det_dblock', 'det_dls', 'shapes_dls', 'batch_images', 'unscale_boxes']
 
 # %% ../nbs/01_data.ipynb #d6d373bf
 class ImgAnnot(tuple):
@@ -262,6 +263,87 @@ def read_voc(root, # the VOC folder holding `Annotations`, `JPEGImages`, `ImageS
                   difficult=sum(sum(o.difficult) for o in annots))
     return DetRecords(fns, annots, classes=classes, report=report, source=ids_f)
 
+# %% ../nbs/01_data.ipynb #673ad5d6
+def _yolo_images(spec, root:Path, yaml_f)->list:
+    "Image files of one split of a data.yaml: a folder, a `.txt` list of images, or a list of either (paths relative to `root`)"
+    out = []
+    for s in (spec if isinstance(spec, (list, tuple)) else [spec]):
+        p = Path(s) if Path(s).is_absolute() else root/s
+        if p.is_dir(): out += sorted(f for f in p.rglob('*') if f.suffix.lower() in image_extensions)
+        elif p.suffix == '.txt' and p.is_file():
+            out += [Path(l.strip()) if Path(l.strip()).is_absolute() else (p.parent/l.strip()).resolve()
+                    for l in p.read_text().splitlines() if l.strip()]
+        else: raise DataError(f"{yaml_f}: split folder or list {p} does not exist")
+    return out
+
+def _yolo_label_file(img:Path)->Path:
+    "Ultralytics' rule: the last `images` folder of the path becomes `labels`, the suffix `.txt`"
+    parts = list(img.parts)
+    i = max((j for j,o in enumerate(parts[:-1]) if o == 'images'), default=None)
+    if i is None: return img.with_suffix('.txt')
+    parts[i] = 'labels'
+    return Path(*parts).with_suffix('.txt')
+
+def _yolo_names(d, yaml_f)->list:
+    names = d.get('names')
+    if isinstance(names, dict):
+        ks = sorted(names)
+        if ks != list(range(len(ks))): raise DataError(f"{yaml_f}: 'names' must be numbered 0..{len(ks)-1}, got {ks}")
+        return [str(names[k]) for k in ks]
+    if isinstance(names, (list, tuple)) and names: return [str(o) for o in names]
+    raise DataError(f"{yaml_f}: no 'names' (a list, or a dict from class index to name)")
+
+def read_yolo(yaml_f, # a YOLO `data.yaml` (or the folder holding it)
+              split:str='train', # 'train', 'val' or 'test' (also 'valid' for 'val')
+              check_files:bool=True, # raise if an image file is missing
+             )->DetRecords:
+    "Read split `split` of a YOLO txt dataset into `(fnames, [(bbs, lbls), ...])` (xyxy pixels, class names), keeping images without labels"
+    import yaml
+    yaml_f = Path(yaml_f)
+    if yaml_f.is_dir(): yaml_f = next((yaml_f/f for f in ('data.yaml','data.yml','dataset.yaml') if (yaml_f/f).is_file()), yaml_f/'data.yaml')
+    try: d = yaml.safe_load(yaml_f.read_text())
+    except FileNotFoundError: raise DataError(f"{yaml_f}: no such file") from None
+    except yaml.YAMLError as e: raise DataError(f"{yaml_f}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(d, dict): raise DataError(f"{yaml_f}: expected a mapping with 'names' and the split folders")
+    names = _yolo_names(d, yaml_f)
+    key = {'valid': 'val', 'validation': 'val'}.get(split, split)
+    if d.get(key) is None: raise DataError(f"{yaml_f}: no {key!r} split (splits: {[k for k in ('train','val','test') if d.get(k)]})")
+    root = Path(d['path']) if d.get('path') else yaml_f.parent
+    if not root.is_absolute(): root = (yaml_f.parent/root).resolve()
+    fns = _yolo_images(d[key], root, yaml_f)
+    if check_files: _missing_files(fns, yaml_f, f"the {key!r} entry of {yaml_f.name} must list existing images")
+    rep = _Repairs(yaml_f.parent/'labels')
+    annots = []
+    for fn in fns:
+        lf,size = _yolo_label_file(fn),_file_size(fn)
+        bbs,lbls = [],[]
+        lines = lf.read_text().splitlines() if lf.is_file() else []
+        for i,line in enumerate(lines):
+            if not line.strip(): continue
+            where = f"{lf}: line {i+1}"
+            try: v = [float(o) for o in line.split()]
+            except ValueError: raise DataError(f"{where}: {line.strip()!r} is not numbers (class cx cy w h)") from None
+            if len(v) < 5 or (len(v) > 5 and len(v) % 2 == 0):
+                raise DataError(f"{where}: {len(v)} numbers; expected 5 (class cx cy w h) or a class and x y pairs (a polygon)")
+            c = int(v[0])
+            if c != v[0] or not 0 <= c < len(names): raise DataError(f"{where}: class {v[0]:g} is not an index of the {len(names)} names in {yaml_f.name}")
+            if size is None: raise DataError(f"{fn}: cannot read the image size (is the file an image?)")
+            w,h = size
+            if len(v) == 5:
+                cx,cy,bw,bh = v[1:]
+                b = [(cx-bw/2)*w, (cy-bh/2)*h, (cx+bw/2)*w, (cy+bh/2)*h]
+            else:
+                xs,ys = v[1::2],v[2::2]
+                b = [min(xs)*w, min(ys)*h, max(xs)*w, max(ys)*h]; rep.add('polygon read as its box', f"{lf.name} line {i+1}")
+            b = [min(max(v, 0), m) if -1e-3 < v < m + 1e-3 else v for v,m in zip(b, (w,h,w,h))]   # fractions written to a few digits: not a repair
+            b = _fix_box(b, size, rep, f"{lf.name} line {i+1}")
+            if b is None: continue
+            bbs.append(b); lbls.append(names[c])
+        annots.append(ImgAnnot(bbs, lbls, size))
+    rep.warn()
+    report = dict(rep.counts, images=len(fns), objects=sum(len(o[1]) for o in annots), empty_images=sum(len(o[1])==0 for o in annots))
+    return DetRecords(fns, annots, classes=names, report=report, source=yaml_f)
+
 # %% ../nbs/01_data.ipynb #de23a21b
 def load_image(fn)->Image.Image:
     "Open image `fn` as a viewer shows it: EXIF orientation applied, 16-bit and float pixels scaled (not clipped) to 8 bits, RGB"
@@ -403,13 +485,20 @@ def draw_shapes_image(rng, # a `np.random.Generator`
     return Image.fromarray(arr.clip(0,255).astype(np.uint8)), bbs, lbls, trunc
 
 # %% ../nbs/01_data.ipynb #2002994b
-def _voc_xml(fn, size, bbs, lbls, trunc):
+def voc_xml(fn:str, # the image's file name (`<filename>`)
+            size:tuple, # (w,h) of the image
+            bbs, names, # boxes xyxy pixels (0-based, as the library's), class names
+            trunc=None, # `truncated` flag of each box
+            database:str='fastai_det shapes')->str:
+    "A Pascal VOC annotation: pixel corners 1-based as VOC writes them (`read_voc_xml` takes 1 off), integers rounded"
     w,h = size
+    trunc = trunc if trunc is not None else [False]*len(bbs)
+    r = lambda v: int(round(float(v)))
     objs = ''.join(f"""
-  <object><name>{l}</name><pose>Unspecified</pose><truncated>{int(t)}</truncated><difficult>0</difficult>
-    <bndbox><xmin>{b[0]+1}</xmin><ymin>{b[1]+1}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>""" for b,l,t in zip(bbs,lbls,trunc))
-    return f"""<annotation><folder>JPEGImages</folder><filename>{fn}</filename>
-  <source><database>fastai_det shapes</database></source>
+  <object><name>{escape(str(l))}</name><pose>Unspecified</pose><truncated>{int(t)}</truncated><difficult>0</difficult>
+    <bndbox><xmin>{r(b[0])+1}</xmin><ymin>{r(b[1])+1}</ymin><xmax>{r(b[2])}</xmax><ymax>{r(b[3])}</ymax></bndbox></object>""" for b,l,t in zip(bbs,names,trunc))
+    return f"""<annotation><folder>JPEGImages</folder><filename>{escape(str(fn))}</filename>
+  <source><database>{escape(database)}</database></source>
   <size><width>{w}</width><height>{h}</height><depth>3</depth></size><segmented>0</segmented>{objs}
 </annotation>
 """
@@ -421,7 +510,7 @@ def _write_split(root, split, split_i, n, size, seed, cats, img_id0, ann_id0, sh
         img,bbs,lbls,trunc = draw_shapes_image(rng, size)
         stem = f"{split}_{i:05d}"; fn = f"{stem}.jpg"
         img.save(root/'JPEGImages'/fn, quality=90)
-        (root/'Annotations'/f'{stem}.xml').write_text(_voc_xml(fn, img.size, bbs, lbls, trunc))
+        (root/'Annotations'/f'{stem}.xml').write_text(voc_xml(fn, img.size, bbs, lbls, trunc))
         iid = img_id0 + i; ids.append(stem)
         imgs.append(dict(id=iid, file_name=f'JPEGImages/{fn}', width=img.size[0], height=img.size[1]))
         for b,l in zip(bbs, lbls):

@@ -12,7 +12,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import store_attr, patch
 from fastcore.meta import delegates
-from fastai.torch_core import Module, find_bs
+from fastai.torch_core import Module, find_bs, TensorBase
 from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Learner, Metric
 from fastai.vision.core import PILImage, TensorBBox
@@ -32,7 +32,7 @@ from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
 __all__ = ['StdConv', 'cls_bias', 'OutConv', 'head_strides', 'SSDHead', 'actn_to_bb', 'bb_to_actn', 'bce_cls_loss_onehot',
-           'bce_cls_loss', 'ce_cls_loss', 'ssd_1_loss', 'ssd_loss_loop', 'SSDLoss', 'LossPart', 'LossParts',
+           'bce_cls_loss', 'ce_cls_loss', 'ssd_1_loss', 'ssd_loss_loop', 'plain', 'SSDLoss', 'LossPart', 'LossParts',
            'DetLearner', 'plot_top_losses', 'ssd_learner', 'TimeBudget']
 
 # %% ../nbs/08_ssd.ipynb #446a9a99
@@ -159,6 +159,8 @@ def ssd_loss_loop(pred, bbs, lbls, ancs, thresh=0.5)->Tensor:
     return (sum(loc) + sum(cls)) / max(int(sum(n)), 1)
 
 # %% ../nbs/08_ssd.ipynb #3c75a156
+def plain(o:Tensor)->Tensor: "`o` as a plain `Tensor` (fastai's subclasses dispatch every op; `torch.export`'s own tensors are left alone)"; return o.as_subclass(Tensor) if isinstance(o, TensorBase) else o
+
 ce_cls_loss.softmax = True           # its logits go through a softmax with background as a class (`activation` needs to know)
 
 class SSDLoss(Module):
@@ -207,7 +209,7 @@ class SSDLoss(Module):
 
     def activation(self, pred)->tuple:
         "Raw model output -> (class probabilities (bs,A,n_cls) without background, boxes (bs,A,4) xyxy in [-1,1])"
-        cls_p,box_p = [o.as_subclass(Tensor) for o in pred]
+        cls_p,box_p = [plain(o) for o in pred]
         p = F.softmax(cls_p, -1) if self.softmax else torch.sigmoid(cls_p)
         return p[...,1:], self.decode(box_p)*2 - 1
 

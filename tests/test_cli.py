@@ -33,7 +33,7 @@ def run_here(capsys, *args):
     return code, o.out, o.err
 
 def test_help(capsys):
-    for cmd in ('make-data', 'train', 'eval', 'predict'):
+    for cmd in ('make-data', 'train', 'eval', 'predict', 'export'):
         code, out, _ = run_here(capsys, cmd, '--help'); assert code == 0 and 'examples:' in out, cmd
         opts = out.split('options:')[1].split('examples:')[0]
         n_opts = opts.count('\n  --')                                          # option lines, --help (-h) aside
@@ -84,9 +84,35 @@ def test_eval_and_predict(trained, data, tmp_path):
         assert -1e-3 <= x and x + bw <= w + 1e-3 and bh >= 0
     assert (tmp_path/'pr'/f'{imgs[0].stem}_pred.png').is_file()
 
+def test_export_and_prediction_files(trained, data, tmp_path, capsys):
+    "export: each format written and checked against the learner; predict --save-txt/--save-conf/--save-xml: a YOLO and a VOC file per image, a line per detection"
+    out, _ = trained
+    for fmt in ('torchscript', 'onnx'):
+        code, o, err = run_here(capsys, 'export', '--weights', out/'model.pkl', '--format', fmt, '--out', tmp_path/f'm.{fmt}')
+        assert code == 0, err
+        assert (tmp_path/f'm.{fmt}').is_file() and 'largest difference from the learner' in o and 'before NMS' in o
+    code, o, err = run_here(capsys, 'export', '--weights', out/'model.pkl', '--format', 'pt2')
+    assert code == 0 and (out/'model.pt2').is_file(), err                         # beside the weights by default
+    imgs = sorted((data/'JPEGImages').glob('test_*.jpg'))[:3]
+    code, o, err = run_here(capsys, 'predict', '--weights', out/'model.pkl', *imgs, '--out', tmp_path/'p', '--thresh', '0.01', '--save-txt', '--save-conf', '--save-xml')
+    assert code == 0, err
+    res = json.loads((tmp_path/'p'/'predictions.json').read_text())
+    import xml.etree.ElementTree as ET
+    for f in imgs:
+        rows = [d for d in res if d['file_name'] == str(f)]
+        lines = (tmp_path/'p'/'labels'/f'{f.stem}.txt').read_text().splitlines()
+        assert len(lines) == len(rows) and all(len(l.split()) == 6 for l in lines)
+        assert sorted(int(l.split()[0]) + 1 for l in lines) == sorted(d['category_id'] for d in rows)
+        objs = ET.parse(tmp_path/'p'/'Annotations'/f'{f.stem}.xml').getroot().findall('object')
+        assert sorted(o.findtext('name') for o in objs) == sorted(d['category_name'] for d in rows)
+    code, _, err = run_here(capsys, 'predict', '--weights', out/'model.pkl', imgs[0], '--out', tmp_path/'q', '--save-conf')
+    assert code == 2 and '--save-conf' in err and 'needs --save-txt' in err
+    code, _, err = run_here(capsys, 'export', '--weights', out/'model.pkl', '--out', tmp_path)
+    assert code == 2 and 'is a folder' in err
+
 @pytest.mark.parametrize('args,msg', [
     (['train', '--data', '/nowhere/x'], 'no such file or folder'),
-    (['train', '--model', 'yolo'], "--model 'yolo'"),
+    (['train', '--model', 'detr'], "--model 'detr'"),
     (['train', '--model', 'ssd', '--sep'], '--sep: only --model retinanet'),
     (['eval', '--model', '/nowhere.pkl'], 'no such file'),
 ])
