@@ -32,13 +32,14 @@ __all__ = ['VOC_CLASSES', 'SHAPES', 'TASKS', 'ImgAnnot', 'DataError', 'atomic_wr
 
 # %% ../nbs/01_data.ipynb #d6d373bf
 class ImgAnnot(tuple):
-    "`(bbs, lbls)` of one image (xyxy pixels, class names), as `get_annotations` gives, plus `size`, `difficult`, `iscrowd`"
-    def __new__(cls, bbs, lbls, size=None, difficult=None, iscrowd=None):
+    "`(bbs, lbls)` of one image (xyxy pixels, class names), as `get_annotations` gives, plus `size`, `difficult`, `iscrowd` and the source's `image_id`"
+    def __new__(cls, bbs, lbls, size=None, difficult=None, iscrowd=None, image_id=None):
         self = super().__new__(cls, (list(bbs), list(lbls)))
         n = len(self[1])
         self.size      = None if size is None else tuple(size)   # (w,h) like PIL
         self.difficult = list(difficult) if difficult is not None else [False]*n
         self.iscrowd   = list(iscrowd)   if iscrowd   is not None else [False]*n
+        self.image_id  = image_id                                 # COCO's id of the image (None for VOC, YOLO)
         return self
     def __getnewargs__(self): return tuple(self)
     @property
@@ -74,11 +75,12 @@ class DetItem:
     def __repr__(self): return f"DetItem({self.fname}, {self.annot!r})"
 
 class DetRecords(tuple):
-    "`(fnames, annots)` of a dataset split, as `get_annotations` returns, plus `classes` and the `report` of repairs"
-    def __new__(cls, fnames, annots, classes=None, report=None, source=None):
+    "`(fnames, annots)` of a dataset split, as `get_annotations` returns, plus `classes`, the `report` of repairs and COCO's `cat_ids` (name: id)"
+    def __new__(cls, fnames, annots, classes=None, report=None, source=None, cat_ids=None):
         self = super().__new__(cls, (list(fnames), list(annots)))
         self.classes = list(classes) if classes is not None else sorted({l for a in self[1] for l in a[1]})
         self.report,self.source = dict(report or {}),source
+        self.cat_ids = None if cat_ids is None else dict(cat_ids)
         return self
     def __getnewargs__(self): return tuple(self)
     def __len__(self): return len(self[0]) if tuple.__len__(self)==2 else 0
@@ -195,9 +197,9 @@ def read_coco(fname, # a COCO json file
         im['difficult'].append(bool(a.get('ignore', a.get('difficult', 0)))); im['iscrowd'].append(bool(a.get('iscrowd', 0)))
     rep.warn()
     fns = [o['fn'] for o in imgs.values()]
-    annots = [ImgAnnot(o['bbs'], o['lbls'], o['size'], o['difficult'], o['iscrowd']) for o in imgs.values()]
+    annots = [ImgAnnot(o['bbs'], o['lbls'], o['size'], o['difficult'], o['iscrowd'], image_id=k) for k,o in imgs.items()]
     report = dict(rep.counts, images=len(fns), objects=sum(len(o[1]) for o in annots), empty_images=sum(len(o[1])==0 for o in annots))
-    return DetRecords(fns, annots, classes=[cats[k] for k in sorted(cats)], report=report, source=fname)
+    return DetRecords(fns, annots, classes=[cats[k] for k in sorted(cats)], report=report, source=fname, cat_ids={v:k for k,v in cats.items()})
 
 # %% ../nbs/01_data.ipynb #80829735
 def _xml_text(obj, tag, xml_f, where):

@@ -84,6 +84,40 @@ def test_eval_and_predict(trained, data, tmp_path):
         assert -1e-3 <= x and x + bw <= w + 1e-3 and bh >= 0
     assert (tmp_path/'pr'/f'{imgs[0].stem}_pred.png').is_file()
 
+def test_coco_ids_kept_and_results_score_with_pycocotools(trained, data, tmp_path, capsys, monkeypatch):
+    """eval on a COCO json with its own image and category ids: coco_results.json carries them, and pycocotools scores it
+    as eval does. The model answers with the true boxes (a perfect detector), so a wrong id shows as a mAP under 1."""
+    import torch
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    from fastai_det.data import read_coco
+    from fastai_det.ssd import DetLearner
+    out, _ = trained
+    src = tmp_path/'renum'; src.mkdir(); (src/'JPEGImages').symlink_to(data/'JPEGImages')
+    ids = {'circle': 18, 'square': 3, 'triangle': 44, 'cross': 7, 'star': 90, 'ring': 61}       # COCO-like: not 1..6, not in order
+    for split in ('train', 'test'):
+        d = json.loads((data/f'{split}.json').read_text())
+        old = {c['id']: c['name'] for c in d['categories']}
+        d['categories'] = [dict(c, id=ids[c['name']]) for c in d['categories']]
+        im_ids = {im['id']: 397133 + 10*k for k, im in enumerate(d['images'])}
+        d['images'] = [dict(im, id=im_ids[im['id']]) for im in d['images']]
+        d['annotations'] = [dict(a, image_id=im_ids[a['image_id']], category_id=ids[old[a['category_id']]]) for a in d['annotations']]
+        (src/f'{split}.json').write_text(json.dumps(d))
+    truth = {str(f): a for f, a in zip(*read_coco(src/'test.json'))}
+    def perfect(self, items, **kw):
+        v = list(self.dls.vocab)
+        return [dict(boxes=torch.tensor(truth[str(f)].bbs, dtype=torch.float32).reshape(-1, 4), scores=torch.ones(len(truth[str(f)].lbls)),
+                     labels=torch.tensor([v.index(l) for l in truth[str(f)].lbls], dtype=torch.long), names=list(truth[str(f)].lbls)) for f in items]
+    monkeypatch.setattr(DetLearner, 'predict_batch', perfect)
+    code, _, err = run_here(capsys, 'eval', '--weights', out/'model.pkl', '--data', src, '--split', 'test', '--out', tmp_path/'ev')
+    assert code == 0, err
+    m = json.loads((tmp_path/'ev'/'metrics.json').read_text())
+    res = json.loads((tmp_path/'ev'/'coco_results.json').read_text())
+    gt = COCO(str(src/'test.json'))
+    assert {o['image_id'] for o in res} <= set(gt.getImgIds()) and {o['category_id'] for o in res} <= set(ids.values())
+    E = COCOeval(gt, gt.loadRes(res), 'bbox'); E.evaluate(); E.accumulate(); E.summarize()
+    assert m['map'] == pytest.approx(1.) and E.stats[0] == pytest.approx(1.) and E.stats[1] == pytest.approx(1.)
+
 def test_export_and_prediction_files(trained, data, tmp_path, capsys):
     "export: each format written and checked against the learner; predict --save-txt/--save-conf/--save-xml: a YOLO and a VOC file per image, a line per detection"
     out, _ = trained

@@ -72,3 +72,57 @@ def test_lesson_page(browser, url):
     # the API reference (show_doc) is rendered
     assert 'box_iou' in browser.page_source and 'def' in browser.page_source
     browser.save_screenshot(str(site/'_screenshot_00_boxes.png'))
+
+def _links(html:str)->list:
+    "Every (tag, url) of `<a href>`, `<img src>`, `<script src>` and `<link href>` in `html`"
+    from html.parser import HTMLParser
+    class P(HTMLParser):
+        def __init__(s): super().__init__(); s.out = []
+        def handle_starttag(s, tag, attrs):
+            a = dict(attrs)
+            for t,k in (('a','href'), ('img','src'), ('script','src'), ('link','href')):
+                if tag == t and a.get(k): s.out.append((tag, a[k]))
+    p = P(); p.feed(html); return p.out
+
+def test_every_link_and_image_of_the_site_resolves(built):
+    "Walk every page: each local link reaches a file and, with an anchor, an element of that id; nothing is fetched from the web"
+    import re
+    from nbdev.config import get_config
+    c = get_config(); host = c.doc_host.rstrip('/') + '/' + c.doc_baseurl.strip('/') + '/'
+    pages = {f.name: f.read_text() for f in site.glob('*.html')}
+    ids = {k: set(re.findall(r'\bid="([^"]+)"', v)) for k,v in pages.items()}
+    dead, remote, n = [], [], 0
+    for name, html in pages.items():
+        for tag, u in _links(html):
+            n += 1
+            if u.startswith(host): dead.append((name, u, 'absolute link to the doc host')); continue
+            if u.startswith(('http://', 'https://', '//')):
+                if tag in ('script', 'link', 'img'): remote.append((name, u))      # fetched when the page opens
+                continue
+            if u.startswith(('mailto:', 'data:', 'javascript:')): continue
+            path, _, anchor = u.partition('#')
+            target = (site/name).parent/path if path else site/name
+            if not target.exists(): dead.append((name, u, 'no such file')); continue
+            if anchor and target.suffix == '.html' and anchor not in ids[target.name]: dead.append((name, u, 'no such anchor'))
+    assert n > 500, n
+    assert not dead, f"{len(dead)} dead links, e.g. {dead[:5]}"
+    assert not remote, f"pages load from the web: {remote[:5]}"
+
+def test_pages_under_nbdev_names(built):
+    "The module docstrings' `Docs:` lines name nbdev's pages (`boxes.html.md`): the site has them"
+    import re, fastai_det
+    pkg = Path(fastai_det.__file__).parent
+    names = [m[1] for f in pkg.glob('*.py') for m in [re.search(r'^Docs: \S+/([\w.]+\.html\.md)', f.read_text(), re.M)] if m]
+    assert len(names) >= 12
+    missing = [o for o in names if not (site/o).exists() or not (site/o[:-3]).exists()]
+    assert not missing, missing
+    assert '# Boxes' in (site/'boxes.html.md').read_text()
+
+def test_pages_fit_1280_px(browser, url):
+    "No page is wider than a 1280-px window: code blocks and signatures wrap or scroll inside their column"
+    wide = {}
+    for name in ('00_boxes', '07_metrics', '08_ssd', '11_cli'):
+        browser.get(f'{url}/{name}.html')
+        w = browser.execute_script('return document.documentElement.scrollWidth')
+        if w > 1280: wide[name] = w
+    assert not wide, f"pages wider than the window: {wide}"

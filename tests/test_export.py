@@ -72,3 +72,10 @@ def test_yolo_txt_and_voc_xml_read_back(tmp_path):
     np.testing.assert_allclose(r.annots[0].bbs, dets[0]['boxes'].numpy(), atol=1e-3)
     _, v = read_voc_xml(tmp_path/'Annotations'/'a.xml', tmp_path/'images')
     assert v.lbls == ['dog & co', 'cat'] and v.bbs == [[10, 20, 110, 70], [0, 0, 200, 100]] and v.size == (200, 100)
+
+def test_a_model_that_does_not_trace_is_refused_and_no_file_left(dls, tmp_path):
+    "The two-stage detector's proposals depend on the data: the traced file would be wrong on other images, so export says so"
+    from fastai_det.two_stage import faster_rcnn_learner
+    learn = faster_rcnn_learner(dls, mobilenet_v3_small)
+    with pytest.raises(ValueError, match='FasterRCNN .*torchscript'): export_model(learn, tmp_path/'m.torchscript', 'torchscript')
+    assert not list(tmp_path.iterdir())

@@ -8,4 +8,5 @@ bin=.venv/bin; [ -x "$bin/python" ] || bin=$(dirname "$(command -v python3)")
 rm -rf _proc
 "$bin/nbdev-proc-nbs" > /tmp/fastai_det_proc.log 2>&1 || { cat /tmp/fastai_det_proc.log; exit 1; }
 "$bin/smalldocs" render _proc
+"$bin/python" tools/fix_site.py        # nbdev's page names and local show_doc links (smalldocs ignores output-file)
 echo "site: $(pwd)/_proc/_docs/index.html"
