@@ -224,6 +224,11 @@ def read_voc_xml(xml_f, # one VOC annotation file
     fn = root.findtext('filename') or xml_f.stem + '.jpg'
     sz = root.find('size')
     size = (int(_xml_num(sz, 'width', xml_f, '<size>')), int(_xml_num(sz, 'height', xml_f, '<size>'))) if sz is not None else None
+    real = _file_size(Path(img_dir)/fn)                          # the file's size wins, as for COCO (None: missing or undecodable, named later)
+    if real is not None and real != size:
+        rep.add('image size from the file, not the XML' if size else 'image size read from the file (the XML has no <size>)',
+                f"{xml_f.name}" + (f": {size[0]}x{size[1]} in the XML, {real[0]}x{real[1]} in the file" if size else ''))
+        size = real
     bbs,lbls,diff = [],[],[]
     for i,obj in enumerate(root.iter('object')):
         where = f"object {i}"

@@ -1,5 +1,5 @@
 "Readers (COCO json, VOC XML) on files written here, the embedded dataset, bad input, and boxes through the DataBlocks"
-import json, pickle, warnings
+import json, pickle, re, warnings
 import numpy as np, pytest, torch
 from PIL import Image
 from fastai.torch_core import set_seed
@@ -298,3 +298,17 @@ def test_test_dl_takes_images_alone(tmp_path):
         dls = det_dls(read_coco(p/'train.json'), read_coco(p/'valid.json'), task, size=64, bs=2, show_progress=False)
         xb, = dls.test_dl([o.fname for o in dls.valid.items]).one_batch()
         assert xb.shape[1:] == (3, 64, 64)
+
+def test_voc_size_from_the_file(tmp_path):
+    "A VOC <size> that disagrees with the image file, or is missing: the file's size is used (boxes clipped to it) and the repair counted"
+    root = voc_tree(tmp_path/'v', {'1': [('dog', (300, 10, 340, 40), 0, 0)], '2': [('cat', (1, 1, 20, 20), 0, 0)]})   # images are 353x500
+    x = (root/'Annotations'/'1.xml').read_text()
+    (root/'Annotations'/'1.xml').write_text(re.sub(r'<width>\d+</width>', '<width>200</width>', x))
+    y = (root/'Annotations'/'2.xml').read_text()
+    (root/'Annotations'/'2.xml').write_text(re.sub(r'<size>.*?</size>', '', y, flags=re.S))
+    with pytest.warns(UserWarning) as w: recs = read_voc(root, 'trainval')
+    msg = ' '.join(str(o.message) for o in w)
+    assert 'image size from the file, not the XML: 1 (1.xml: 200x500 in the XML, 353x500 in the file)' in msg, msg
+    assert 'image size read from the file (the XML has no <size>): 1 (2.xml)' in msg, msg
+    assert recs.annots[0].bbs == [[299, 9, 340, 40]] and recs.annots[0].size == (353, 500)   # not clipped to the XML's 200 px
+    assert recs.annots[1].size == (353, 500)

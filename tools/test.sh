@@ -22,8 +22,9 @@ echo "== notebooks (nbdev-test)"
 OMP_NUM_THREADS=1 "$bin/nbdev-test" --n-workers 2 --timing
 
 echo "== pytest"
+# Two workers of one torch thread each (pytest-xdist), each test file on one worker so its module fixtures are made once
 set +e
-"$bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+OMP_NUM_THREADS=1 "$bin/python" -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile "$@"
 rc=$?
 set -e
 [ $rc = 5 ] && echo "pytest collected no tests: that is a failure here"
