@@ -9,15 +9,16 @@ from __future__ import annotations
 import math
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 import matplotlib.pyplot as plt
 from matplotlib import patches
 from .boxes import cxcywh2xyxy, xyxy2cxcywh, draw_outline, draw_text
 
 # %% auto #0
 __all__ = ['LESSON_ZOOMS', 'LESSON_RATIOS', 'grid_centers', 'grid_anchors', 'show_anchors', 'flatten_conv', 'anchor_shapes',
-           'anchors_per_cell', 'clip_anchors', 'make_anchors', 'ssd_scales', 'ssd_shapes', 'ssd_anchors_per_cell',
-           'ssd_anchors', 'ssd300_anchors']
+           'anchors_per_cell', 'clip_anchors', 'make_anchors', 'receptive_field', 'conv_layers', 'd2l_shapes',
+           'multibox_prior', 'shapes_to_d2l', 'ssd_scales', 'ssd_shapes', 'ssd_anchors_per_cell', 'ssd_anchors',
+           'ssd300_anchors']
 
 # %% ../nbs/04_anchors.ipynb #589a10d7
 def _pair(o): return (o,o) if isinstance(o, (int,float)) else tuple(o)
@@ -94,6 +95,52 @@ def make_anchors(grids, # int or (h,w) grid, or a list of them: (4,2,1) is three
     shapes = anchor_shapes(zooms, ratios)
     ancs = torch.cat([grid_anchors(g, shapes/torch.tensor(_pair(g))) for g in _grids(grids)])
     return clip_anchors(ancs) if clip else ancs
+
+# %% ../nbs/04_anchors.ipynb #d0b18421
+def receptive_field(layers, # (kernel, stride) of each layer, input first
+                   )->list: # (r, jump) after each layer, in input pixels
+    "Receptive field and jump after each layer of `layers`: r_l = r_(l-1) + (k_l-1)*jump_(l-1), jump_l = jump_(l-1)*s_l"
+    r,jump,res = 1,1,[]
+    for k,s in layers: r += (k-1)*jump; jump *= s; res.append((r,jump))
+    return res
+
+def _int(o): return o[0] if isinstance(o, (tuple,list)) else o
+
+def conv_layers(model:nn.Module, skip=('downsample',))->list:
+    "(kernel, stride) of every conv and pooling layer of `model` in module order, dilation folded in; modules named in `skip` (shortcuts) left out"
+    res = []
+    for n,m in model.named_modules():
+        if any(s in n.split('.') for s in skip): continue
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k,s,d = _int(m.kernel_size), _int(m.stride), _int(getattr(m, 'dilation', 1))
+            res.append((d*(k-1)+1, s))
+    return res
+
+# %% ../nbs/04_anchors.ipynb #5f50c23a
+def d2l_shapes(sizes, # n sizes, fractions of the image height
+               ratios, # m ratios w/h
+               hw=(1,1), # (h,w) of the image, for d2l's aspect correction
+              )->Tensor: # (n+m-1,2) (h,w) in [0,1] of the image
+    "d2l's anchor shapes: each size with `ratios[0]`, then `sizes[0]` with each other ratio; w = s*sqrt(r)*h/w, h = s/sqrt(r)"
+    H,W = _pair(hw)
+    sr = [(s, ratios[0]) for s in sizes] + [(sizes[0], r) for r in ratios[1:]]
+    return torch.tensor([[s/math.sqrt(r), s*math.sqrt(r)*H/W] for s,r in sr], dtype=torch.float32)
+
+def multibox_prior(data_hw, # (h,w), or a tensor whose last two dims are (h,w) (d2l's `data`)
+                   sizes, ratios, # n sizes (of the image height), m ratios w/h
+                  )->Tensor: # (1,h*w*(n+m-1),4) xyxy in [0,1]
+    "d2l's `multibox_prior`: `n+m-1` anchors centred on every pixel of a `data_hw` image, pixels row-major, shapes inner"
+    H,W = data_hw.shape[-2:] if isinstance(data_hw, Tensor) else _pair(data_hw)
+    return cxcywh2xyxy(grid_anchors((H,W), d2l_shapes(sizes, ratios, (H,W))))[None]
+
+# %% ../nbs/04_anchors.ipynb #b0646e18
+def shapes_to_d2l(shapes, # (k,2) (h,w) in [0,1] of the image
+                  hw=(1,1), # (h,w) of the image
+                 )->Tensor: # (k,2) (size, ratio) as d2l defines them
+    "The d2l (size, ratio) of each (h,w) shape: s = sqrt(h*w*W/H), r = (w/h)*(W/H); `d2l_shapes` inverts it, one pair at a time"
+    H,W = _pair(hw)
+    h,w = torch.as_tensor(shapes, dtype=torch.float32).unbind(-1)
+    return torch.stack([(h*w*W/H).sqrt(), w/h*W/H], -1)
 
 # %% ../nbs/04_anchors.ipynb #9870375d
 def ssd_scales(n:int=6, s_min:float=0.2, s_max:float=0.9, first:float|None=0.1)->list:

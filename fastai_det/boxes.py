@@ -8,15 +8,16 @@ Docs: https://fastai-det.github.io/fastai_det/boxes.html.md"""
 from __future__ import annotations
 import torch
 from torch import Tensor
-from torchvision.ops import box_convert, clip_boxes_to_image
+from torchvision.ops import box_convert, clip_boxes_to_image, generalized_box_iou_loss, distance_box_iou_loss, complete_box_iou_loss
+import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from matplotlib import patches, patheffects
 import math
 
 # %% auto #0
 __all__ = ['BBOX_XFORM_CLIP', 'xyxy2cxcywh', 'cxcywh2xyxy', 'xywh2xyxy', 'xyxy2xywh', 'tlbr2xyxy', 'xyxy2tlbr', 'box_area',
-           'box_inter', 'box_iou', 'clip_boxes', 'box_valid', 'encode_boxes', 'decode_boxes', 'draw_outline',
-           'draw_rect', 'draw_text', 'label_color', 'show_boxes', 'show_target_pred']
+           'box_inter', 'box_iou', 'clip_boxes', 'box_valid', 'encode_boxes', 'decode_boxes', 'iou_loss', 'box_loss',
+           'draw_outline', 'draw_rect', 'draw_text', 'label_color', 'show_boxes', 'show_target_pred']
 
 # %% ../nbs/00_boxes.ipynb #9e034029
 def xyxy2cxcywh(b:Tensor)->Tensor: "`b` (...,4) xyxy -> cxcywh";  return box_convert(b, 'xyxy', 'cxcywh')
@@ -76,6 +77,27 @@ def decode_boxes(offs:Tensor, # (...,A,4) offsets from the model
     ctr = offs[...,:2]*variances[0]*ancs[...,2:] + ancs[...,:2]
     sz  = torch.exp((offs[...,2:]*variances[1]).clamp(max=BBOX_XFORM_CLIP)) * ancs[...,2:]
     return cxcywh2xyxy(torch.cat([ctr, sz], -1))
+
+# %% ../nbs/00_boxes.ipynb #5bfc2318
+_tv_box_losses = dict(giou=generalized_box_iou_loss, diou=distance_box_iou_loss, ciou=complete_box_iou_loss)
+
+def iou_loss(pred:Tensor, targ:Tensor, eps:float=1e-7)->Tensor:
+    "`1 - IoU` of each box of `pred` (...,4) with the box at the same place in `targ` (...,4), xyxy -> (...)"
+    return 1 - box_iou(pred[...,None,:], targ[...,None,:], eps=eps)[...,0,0]
+
+def box_loss(pred:Tensor, # (...,4) xyxy boxes, or offsets against `ancs` when they are given
+             targ:Tensor, # (...,4) xyxy target boxes
+             kind:str='smooth_l1', # 'smooth_l1' (on offsets), 'iou', 'giou', 'diou' or 'ciou'
+             ancs:Tensor=None, # (...,4) cxcywh anchors of `pred`; required for 'smooth_l1'
+             eps:float=1e-7)->Tensor: # (...) one loss per box
+    "Box-regression loss `kind` of each `pred` box against `targ`, unreduced"
+    if kind == 'smooth_l1':
+        if ancs is None: raise ValueError("box_loss: 'smooth_l1' compares offsets: pass the anchors `ancs` (cxcywh)")
+        return F.smooth_l1_loss(*torch.broadcast_tensors(pred, encode_boxes(targ, ancs)), reduction='none').sum(-1)
+    if kind not in ('iou', *_tv_box_losses): raise ValueError(f"box_loss: kind {kind!r}: expected 'smooth_l1', 'iou', 'giou', 'diou' or 'ciou'")
+    if ancs is not None: pred = decode_boxes(pred, ancs)
+    pred,targ = _upcast(pred),_upcast(targ)
+    return iou_loss(pred, targ, eps) if kind == 'iou' else _tv_box_losses[kind](pred, targ, reduction='none', eps=eps)
 
 # %% ../nbs/00_boxes.ipynb #2298b064
 def draw_outline(o, lw:int):

@@ -109,13 +109,15 @@ def _export(m:DetectorExport, fname, fmt:str, opset=None)->Path:
                           opset_version=opset, dynamo=True, external_data=False, verbose=False)
     return atomic_write(fname, write)
 
-def load_exported(fname)->callable:
+def load_exported(fname, threads:int|None=None, # onnxruntime's threads; None: as many as torch uses (`torch.get_num_threads`)
+                 )->callable:
     "A function: images (N,3,h,w) float32 array or tensor -> (scores, boxes) numpy arrays, running the file `fname` with its own runtime"
     fname = Path(fname)
     if fname.suffix == '.onnx':
         try: import onnxruntime as ort
         except ImportError: raise ImportError("running an ONNX file needs onnxruntime: pip install 'fastai_det[export]'") from None
-        s = ort.InferenceSession(str(fname), providers=['CPUExecutionProvider'])
+        so = ort.SessionOptions(); so.intra_op_num_threads = threads or torch.get_num_threads()   # its default is a thread per core
+        s = ort.InferenceSession(str(fname), so, providers=['CPUExecutionProvider'])
         return lambda x: tuple(s.run(None, {'images': np.asarray(x, dtype=np.float32)}))
     if fname.suffix not in FORMATS.values(): raise ValueError(f"{fname}: expected a {', '.join(FORMATS.values())} file")
     with warnings.catch_warnings():

@@ -12,7 +12,7 @@ from .boxes import box_iou, box_area, cxcywh2xyxy, draw_rect, draw_text, label_c
 from .anchors import show_anchors
 
 # %% auto #0
-__all__ = ['map_to_ground_truth', 'match_one', 'show_matches', 'sparse_overlaps', 'match_anchors']
+__all__ = ['map_to_ground_truth', 'assign_anchor_to_bbox', 'match_one', 'show_matches', 'sparse_overlaps', 'match_anchors']
 
 # %% ../nbs/05_matching.ipynb #bd6681b1
 def map_to_ground_truth(overlaps:Tensor, # (G,A) IoU of each object with each anchor
@@ -27,6 +27,24 @@ def map_to_ground_truth(overlaps:Tensor, # (G,A) IoU of each object with each an
         if prior_overlap[i] > 0: gt_overlap[o], gt_idx[o] = 1.99, i
     if thresh is not None: gt_idx[gt_overlap <= thresh] = -1
     return gt_overlap, gt_idx
+
+# %% ../nbs/05_matching.ipynb #ec3a9ff4
+def assign_anchor_to_bbox(gt_boxes:Tensor, # (G,4) xyxy in [0,1] (d2l's `ground_truth` without the class column)
+                          anchors:Tensor, # (A,4) xyxy in [0,1], as d2l passes them
+                          iou_thresh:float=0.5, # an anchor takes its best object at IoU >= this
+                         )->Tensor: # (A,) long: index of each anchor's object, -1 for background
+    "d2l's matching: each anchor its best object at IoU >= `iou_thresh`, then per object the global maximum of the IoU matrix, its row and column discarded"
+    A,G = len(anchors),len(gt_boxes)
+    idx = torch.full((A,), -1, dtype=torch.long, device=anchors.device)
+    if G == 0 or A == 0: return idx
+    jaccard = box_iou(anchors, gt_boxes.to(anchors))     # (A,G), d2l's name
+    best_iou,best_gt = jaccard.max(1)
+    idx[best_iou >= iou_thresh] = best_gt[best_iou >= iou_thresh]
+    for _ in range(min(G,A)):                            # d2l loops G times; with fewer anchors than objects we stop early
+        a,g = divmod(int(jaccard.argmax()), G)           # the largest IoU left: anchor `a`, object `g`
+        idx[a] = g
+        jaccard[:,g] = -1; jaccard[a,:] = -1             # discard its column and row
+    return idx
 
 # %% ../nbs/05_matching.ipynb #085312f9
 @torch.no_grad()

@@ -134,8 +134,9 @@ def detect(probs:Tensor, # (bs,A,c) class probabilities, background column dropp
            score_thresh:float=0.05, iou_thresh:float=0.5, max_det:int=100,
            pre_nms_top_k:int=1000, # best (anchor, class) pairs per image kept before NMS
            nms:str='hard', # 'hard' or 'soft'
+           class_agnostic:bool=False, # one NMS over all classes of an image (d2l's `multibox_detection`), not one per class
            **soft_kw)->list:
-    "Per-image dicts `boxes`, `scores`, `labels` (1..c), by descending score, after score threshold, top-k and NMS"
+    "Per-image dicts `boxes`, `scores`, `labels` (1..c), by descending score, after score threshold, top-k and NMS (per class, or across classes if `class_agnostic`)"
     if probs.ndim != 3 or boxes.shape != (*probs.shape[:2], 4):
         raise ValueError(f"detect: probs must be (bs,A,c) and boxes (bs,A,4), got {tuple(probs.shape)} and {tuple(boxes.shape)}")
     if nms not in ('hard','soft'): raise ValueError(f"detect: nms {nms!r}: expected 'hard' or 'soft'")
@@ -147,10 +148,11 @@ def detect(probs:Tensor, # (bs,A,c) class probabilities, background column dropp
     img,j = (top > 0).nonzero(as_tuple=True)
     flat = ix[img,j]; anc,cls = flat // c, flat % c
     sc,bb = top[img,j], boxes[img,anc]
+    grp = img if class_agnostic else img*c + cls                         # boxes suppress only boxes of their group
     if nms == 'hard':
-        keep = batched_nms(bb, sc, img*c + cls, iou_thresh)               # sorted by descending score
+        keep = batched_nms(bb, sc, grp, iou_thresh)                       # sorted by descending score
     else:
-        keep,sc_new = batched_soft_nms(bb, sc, img*c + cls, **soft_kw)
+        keep,sc_new = batched_soft_nms(bb, sc, grp, **soft_kw)
         sc = sc.clone(); sc[keep] = sc_new.float()
         keep = keep[sc[keep].argsort(descending=True, stable=True)]
     img_k = img[keep]
