@@ -144,6 +144,20 @@ def test_export_and_prediction_files(trained, data, tmp_path, capsys):
     code, _, err = run_here(capsys, 'export', '--weights', out/'model.pkl', '--out', tmp_path)
     assert code == 2 and 'is a folder' in err
 
+@pytest.mark.parametrize('model', ['yolo', 'faster-rcnn'])
+def test_train_the_other_detectors(model, data, tmp_path, capsys):
+    "--model yolo and faster-rcnn: one epoch, the run folder written, predict gives boxes inside the image"
+    out = tmp_path/model
+    code, o, err = run_here(capsys, 'train', '--model', model, '--data', data, '--out', out, '--epochs', '1', '--size', '128', '--bs', '8', '--quiet')
+    assert code == 0, err
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['settings']['model'] == model and 0 <= m['map_50'] <= 1 and (out/'predictions.png').is_file()
+    img = sorted((data/'JPEGImages').glob('test_*.jpg'))[0]
+    code, _, err = run_here(capsys, 'predict', '--weights', out/'model.pkl', img, '--out', tmp_path/'p', '--thresh', '0.01')
+    assert code == 0, err
+    w, h = Image.open(img).size
+    assert all(b[0] >= -1e-3 and b[0] + b[2] <= w + 1e-3 for b in (d['bbox'] for d in json.loads((tmp_path/'p'/'predictions.json').read_text())))
+
 @pytest.mark.parametrize('args,msg', [
     (['train', '--data', '/nowhere/x'], 'no such file or folder'),
     (['train', '--model', 'detr'], "--model 'detr'"),
