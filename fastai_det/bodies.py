@@ -27,12 +27,13 @@ from fastai.vision.learner import create_body, model_meta
 from fastai.torch_core import params
 import fastai.callback.schedule, fastai.callback.progress   # every learner here: fit_one_cycle, fine_tune, lr_find, the progress table
 from torchvision.models import resnet18, mobilenet_v3_large
+from torchvision.ops.misc import FrozenBatchNorm2d
 from .data import atomic_write
 
 # %% auto #0
 __all__ = ['WEIGHTS_DIR', 'set_bn_momentum', 'weights_file', 'body_blocks', 'save_body', 'shapes_weights', 'shapes_meta',
-           'create_det_body', 'body_out', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter', 'body_and_rest',
-           'Features', 'precompute', 'head_learner']
+           'create_det_body', 'body_out', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter', 'block_strides',
+           'freeze_stem', 'body_and_rest', 'Features', 'precompute', 'head_learner']
 
 # %% ../nbs/01a_bodies.ipynb #4dda93bd
 def set_bn_momentum(m:nn.Module, momentum:float=0.1)->nn.Module:
@@ -160,10 +161,45 @@ def wants_norm(pretrained)->bool: "Whether a body made with `pretrained` expects
 
 # %% ../nbs/01a_bodies.ipynb #71ca2ac7
 def det_splitter(model:nn.Module)->list:
-    "Parameter groups `[body, rest]` of `model` (`model.body`, or `model[0]` of a `nn.Sequential`), for `freeze`/`fine_tune`"
+    "Parameter groups `[body, rest]` of `model` (`model.body`, or `model[0]` of a `nn.Sequential`), for `freeze`/`fine_tune`; a stem frozen by `freeze_stem` is in neither"
     body = model.body if hasattr(model, 'body') else model[0]
+    stem = {id(p) for b in body_blocks(body)[:getattr(body, 'n_frozen', 0)] for p in b.parameters()}   # `freeze_stem`'s: never trained
     ids = {id(p) for p in body.parameters()}
-    return [params(body), [p for p in model.parameters() if id(p) not in ids]]
+    return [[p for p in params(body) if id(p) not in stem], [p for p in model.parameters() if id(p) not in ids]]
+
+# %% ../nbs/01a_bodies.ipynb #20526ba7
+def block_strides(body:nn.Module, size:int=64)->list:
+    "The output stride of each of `body_blocks(body)`, from one forward pass of a `size` px image"
+    x,res = torch.zeros(1, 3, size, size),[]
+    training = body.training; body.eval()
+    with torch.no_grad():
+        for b in body_blocks(body): x = b(x); res.append(size // x.shape[-1])
+    body.train(training)
+    return res
+
+def _freeze_bn(m:nn.Module)->None:
+    "Replace every `BatchNorm2d` under `m` by torchvision's `FrozenBatchNorm2d` with the same statistics and affine weights"
+    for n,c in m.named_children():
+        if isinstance(c, nn.BatchNorm2d):
+            f = FrozenBatchNorm2d(c.num_features, eps=c.eps)
+            with torch.no_grad():
+                if c.affine: f.weight.copy_(c.weight); f.bias.copy_(c.bias)
+                f.running_mean.copy_(c.running_mean); f.running_var.copy_(c.running_var)
+            setattr(m, n, f.to(c.running_mean.device))
+        else: _freeze_bn(c)
+
+def freeze_stem(model:nn.Module, # a model with a `body` attribute, or a `nn.Sequential(body, ...)`
+                stride:int=4, # freeze the blocks whose output stride is at most this (0: none)
+               )->int:
+    "Keep the body's leading blocks up to output `stride` as they are (weights out of training for good, batch norms frozen); how many blocks"
+    body = model.body if hasattr(model, 'body') else model[0]
+    if getattr(body, 'n_frozen', 0): raise ValueError(f"the body's first {body.n_frozen} blocks are frozen already")
+    k = sum(s <= stride for s in block_strides(body))
+    for b in body_blocks(body)[:k]:
+        for p in b.parameters(): p.requires_grad_(False)
+        _freeze_bn(b)
+    body.n_frozen = k
+    return k
 
 # %% ../nbs/01a_bodies.ipynb #13e97d0f
 def body_and_rest(model:nn.Module)->tuple:

@@ -28,7 +28,8 @@ __all__ = ['VOC_CLASSES', 'SHAPES', 'TASKS', 'ImgAnnot', 'DataError', 'atomic_wr
            'read_coco', 'read_voc_xml', 'read_voc', 'read_yolo', 'load_image', 'DetImage', 'verify_images',
            'draw_shapes_image', 'voc_xml', 'shapes_path', 'make_shapes', 'show_records', 'records_stats', 'plot_stats',
            'rec_fname', 'rec_bbs', 'rec_lbls', 'rec_classes', 'largest_bb', 'largest_lbl', 'largest_cls', 'has_objects',
-           'det_tfms', 'bb_pad_long', 'det_dblock', 'det_dls', 'shapes_dls', 'batch_images', 'unscale_boxes']
+           'det_tfms', 'bb_pad_long', 'det_dblock', 'without_crowd', 'det_dls', 'shapes_dls', 'batch_images',
+           'unscale_boxes']
 
 # %% ../nbs/01_data.ipynb #d6d373bf
 class ImgAnnot(tuple):
@@ -650,6 +651,17 @@ def det_dblock(task:str='boxes', # 'boxes', 'largest' (box and class), 'largest_
     return dblock
 
 # %% ../nbs/01_data.ipynb #5ced11d9
+def without_crowd(recs:DetRecords)->tuple:
+    "`recs`' items with COCO's crowd boxes (`iscrowd=1`) left out, and how many: they mark regions to ignore, not objects to learn (torchvision's references and Ultralytics drop them too; `evaluate_detections` ignores them)"
+    items,n = [],0
+    for f,a in zip(recs.fnames, recs.annots):
+        keep = [i for i,c in enumerate(a.iscrowd) if not c]
+        if len(keep) < len(a.lbls):
+            n += len(a.lbls) - len(keep)
+            a = ImgAnnot([a.bbs[i] for i in keep], [a.lbls[i] for i in keep], a.size, [a.difficult[i] for i in keep], [False]*len(keep), a.image_id)
+        items.append(DetItem(f, a))
+    return items, n
+
 def det_dls(train:DetRecords, valid:DetRecords, # the two splits
             task:str='boxes', size:int=128, bs:int=32, aug:bool=True,
             check_images:bool=True, # decode every image first (`verify_images`)
@@ -661,10 +673,12 @@ def det_dls(train:DetRecords, valid:DetRecords, # the two splits
     n_obj = Counter(l for a in train.annots for l in a[1])
     unseen = [c for c in classes if not n_obj[c]]
     if unseen: warnings.warn(f"{train.source}: classes {unseen} have no training example: the model will not learn to detect them", stacklevel=2)
-    items = train.items() + valid.items()
+    (tr_items,n_tr_crowd),(va_items,n_va_crowd) = without_crowd(train),without_crowd(valid)
+    if n_tr_crowd + n_va_crowd: print(f"{n_tr_crowd + n_va_crowd} crowd boxes (iscrowd=1) left out of the training and per-epoch validation targets: regions to ignore, not objects")
+    items = tr_items + va_items
     if check_images: verify_images([o.fname for o in items], show_progress=show_progress)
     if task in ('largest', 'largest_class'):
-        n0 = len(items); tr = [o for o in train.items() if has_objects(o)]; va = [o for o in valid.items() if has_objects(o)]
+        n0 = len(items); tr = [o for o in tr_items if has_objects(o)]; va = [o for o in va_items if has_objects(o)]
         items = tr + va
         if len(items) < n0: print(f"{task}: {n0-len(items)} images without objects left out (no largest object to predict)")
         n_tr = len(tr)

@@ -14,7 +14,7 @@ from fastai.torch_core import Module
 from fastai.learner import Learner
 from torchvision.models import resnet18
 from .anchors import make_anchors, flatten_conv
-from .ssd import SSDLoss, DetLearner, LossPart, LossParts, cls_bias, _n_cls
+from .ssd import SSDLoss, DetLearner, LossPart, LossParts, cls_bias, n_classes
 from .bodies import create_det_body, body_blocks, add_norm, wants_norm, det_splitter, BodyFeatures
 from .focal import cls_loss_fn
 
@@ -88,7 +88,7 @@ def retinanet_learner(dls, # detection `DataLoaders` (task 'boxes')
                       normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained, as `vision_learner` does
                       prior:float=0.01, loss_kw:dict|None=None, metrics=None, cbs=None, **kwargs)->DetLearner:
     "A RetinaNet-style `DetLearner`: FPN on `arch`, shared subnets, 9 anchors per cell per level, focal loss"
-    n_cls,cls_f = _n_cls(dls),cls_loss_fn(loss)
+    n_cls,cls_f = n_classes(dls),cls_loss_fn(loss)
     body = create_det_body(arch, pretrained=pretrained)
     if normalize and wants_norm(pretrained): add_norm(dls)
     sz = dls.one_batch()[0].shape[-1] if dls.train.n else 128

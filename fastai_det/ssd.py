@@ -32,8 +32,8 @@ from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
 __all__ = ['StdConv', 'cls_bias', 'OutConv', 'head_strides', 'SSDHead', 'actn_to_bb', 'bb_to_actn', 'bce_cls_loss_onehot',
-           'bce_cls_loss', 'ce_cls_loss', 'ssd_1_loss', 'ssd_loss_loop', 'plain', 'SSDLoss', 'LossPart', 'LossParts',
-           'DetLearner', 'plot_top_losses', 'ssd_learner', 'TimeBudget']
+           'bce_cls_loss', 'ce_cls_loss', 'targets01', 'ssd_1_loss', 'ssd_loss_loop', 'plain', 'DetLoss', 'SSDLoss',
+           'LossPart', 'LossParts', 'DetLearner', 'plot_top_losses', 'n_classes', 'ssd_learner', 'TimeBudget']
 
 # %% ../nbs/08_ssd.ipynb #446a9a99
 class StdConv(nn.Sequential):
@@ -137,7 +137,7 @@ def ce_cls_loss(logits:Tensor, # (bs,A,n_cls+1) logits, column 0 is background
     return ce[pos].sum() + ce[(rank < n_neg) & ~pos].sum()
 
 # %% ../nbs/08_ssd.ipynb #a3b85a76
-def _gt01(bbs:Tensor, lbls:Tensor)->tuple:
+def targets01(bbs:Tensor, lbls:Tensor)->tuple:
     "Batch boxes (`xyxy` in [-1,1], maybe pushed out by augmentation) -> [0,1], and labels with empty boxes as padding"
     b = ((bbs.as_subclass(Tensor).float() + 1) / 2).clamp(0, 1)
     empty = (b[...,2] <= b[...,0]) | (b[...,3] <= b[...,1])
@@ -147,7 +147,7 @@ def ssd_1_loss(cls_p:Tensor, box_p:Tensor, # (A,n_cls+1), (A,4) one image's pred
                bbs:Tensor, lbls:Tensor, # (G,4) xyxy in [-1,1], (G,) padded with 0
                ancs:Tensor, thresh:float=0.5)->tuple:
     "The lesson's loss of one image: (summed L1 over positive anchors, summed BCE over all anchors, n_pos)"
-    b,l = _gt01(bbs, lbls)
+    b,l = targets01(bbs, lbls)
     t_lbl,t_bb = match_one(b, l, ancs, thresh)
     pos = t_lbl > 0
     loc = (actn_to_bb(box_p, ancs)[pos] - t_bb[pos]).abs().sum()
@@ -163,7 +163,25 @@ def plain(o:Tensor)->Tensor: "`o` as a plain `Tensor` (fastai's subclasses dispa
 
 ce_cls_loss.softmax = True           # its logits go through a softmax with background as a class (`activation` needs to know)
 
-class SSDLoss(Module):
+class DetLoss(Module):
+    "What every detection loss here shares once `activation` gives (probs (bs,A,n_cls), boxes (bs,A,4) xyxy in [-1,1]): NMS'd detections and `show_results`' decoding"
+    def detect_activated(self, probs, boxes, score_thresh:float=0.05, iou_thresh:float=0.5, max_det:int=100, **kwargs)->list:
+        "`activation`'s output -> per image dicts `boxes` (xyxy in [-1,1]), `scores`, `labels` (1..n_cls), after NMS"
+        return detect(probs, boxes, score_thresh=score_thresh, iou_thresh=iou_thresh, max_det=max_det, **kwargs)
+
+    def detect(self, pred, **kwargs)->list:
+        "Raw model output -> per image detections (see `detect_activated`); what the `MAP` metric calls"
+        return self.detect_activated(*self.activation(pred), **kwargs)
+
+    def decodes(self, x):
+        "For `show_results`: detections padded into (TensorBBox, TensorMultiCategory), as `bb_pad` pads"
+        dets = self.detect_activated(*x, score_thresh=0.3)
+        n = max([len(d['labels']) for d in dets] + [1])
+        bb = torch.zeros(len(dets), n, 4); lb = torch.zeros(len(dets), n, dtype=torch.long)
+        for i,d in enumerate(dets): bb[i,:len(d['labels'])] = d['boxes']; lb[i,:len(d['labels'])] = d['labels']
+        return TensorBBox(bb), TensorMultiCategory(lb)
+
+class SSDLoss(DetLoss):
     "SSD loss over a batch: box loss on the positive anchors + class loss on all anchors, both divided by the positives"
     def __init__(self, ancs:Tensor, # (A,4) anchors, cxcywh in [0,1]
                  cls_loss=bce_cls_loss, # (logits (bs,A,n_cls+1), targets (bs,A)) -> summed loss: `bce_cls_loss`, `ce_cls_loss`, `focal_cls_loss` (09)
@@ -187,7 +205,7 @@ class SSDLoss(Module):
 
     def forward(self, pred, bbs, lbls):
         cls_p,box_p = [o.as_subclass(Tensor) for o in pred]
-        b,l = _gt01(bbs, lbls)
+        b,l = targets01(bbs, lbls)
         t_lbl,t_bb = match_anchors(b, l, self.ancs, self.thresh)
         pos = t_lbl > 0
         n_pos = pos.sum().clamp(min=1)
@@ -213,21 +231,6 @@ class SSDLoss(Module):
         p = F.softmax(cls_p, -1) if self.softmax else torch.sigmoid(cls_p)
         return p[...,1:], self.decode(box_p)*2 - 1
 
-    def detect_activated(self, probs, boxes, score_thresh:float=0.05, iou_thresh:float=0.5, max_det:int=100, **kwargs)->list:
-        "`activation`'s output -> per image dicts `boxes` (xyxy in [-1,1]), `scores`, `labels` (1..n_cls), after NMS"
-        return detect(probs, boxes, score_thresh=score_thresh, iou_thresh=iou_thresh, max_det=max_det, **kwargs)
-
-    def detect(self, pred, **kwargs)->list:
-        "Raw model output -> per image detections (see `detect_activated`); what the `MAP` metric calls"
-        return self.detect_activated(*self.activation(pred), **kwargs)
-
-    def decodes(self, x):
-        "For `show_results`: detections padded into (TensorBBox, TensorMultiCategory), as `bb_pad` pads"
-        dets = self.detect_activated(*x, score_thresh=0.3)
-        n = max([len(d['labels']) for d in dets] + [1])
-        bb = torch.zeros(len(dets), n, 4); lb = torch.zeros(len(dets), n, dtype=torch.long)
-        for i,d in enumerate(dets): bb[i,:len(d['labels'])] = d['boxes']; lb[i,:len(d['labels'])] = d['labels']
-        return TensorBBox(bb), TensorMultiCategory(lb)
 
 # %% ../nbs/08_ssd.ipynb #c3f865b7
 class LossPart(Metric):
@@ -314,7 +317,8 @@ def plot_top_losses(x:TensorImage, y:tuple, samples, outs, raws, losses, nrows=N
     return axs
 
 # %% ../nbs/08_ssd.ipynb #039be91a
-def _n_cls(dls):
+def n_classes(dls)->int:
+    "The number of object classes of detection `dls` (its vocab without `'#na#'`), or a `ValueError` saying how to make them"
     v = getattr(dls, 'vocab', None)
     if v is None or len(v) < 2 or v[0] != '#na#':
         raise ValueError("ssd_learner needs DataLoaders of boxes and labels (BBoxBlock + BBoxLblBlock, vocab starting "
@@ -332,7 +336,7 @@ def ssd_learner(dls, # detection `DataLoaders` (task 'boxes')
                 nf:int=256,
                 drop:float=0.1, ps:float=0.25, prior:float=0.01, loss_kw:dict|None=None, metrics=None, cbs=None, **kwargs)->DetLearner:
     "An SSD `DetLearner`: body of `arch`, the lesson's head on `grids`, anchors from `zooms`x`ratios`, `SSDLoss(loss)`"
-    n_cls = _n_cls(dls)
+    n_cls = n_classes(dls)
     body = create_det_body(arch, pretrained=pretrained)
     if normalize and wants_norm(pretrained): add_norm(dls)
     xb = dls.one_batch()[0] if dls.train.n else None

@@ -18,7 +18,7 @@ from torchvision.ops import roi_align, batched_nms
 from torchvision.models import mobilenet_v3_large
 from .boxes import box_iou, xyxy2cxcywh, encode_boxes, decode_boxes, clip_boxes, box_valid
 from .anchors import flatten_conv
-from .ssd import SSDLoss, DetLearner, LossPart, LossParts, _n_cls
+from .ssd import DetLoss, DetLearner, LossPart, LossParts, n_classes
 from .bodies import create_det_body, add_norm, wants_norm, det_splitter, BodyFeatures
 from .retinanet import FPN
 
@@ -194,7 +194,7 @@ def _img_mean(per:Tensor, img:Tensor, n:Tensor)->Tensor:
     "Sum `per` (K,) into images `img` (K,), divided by each image's sample count `n` (B,)"
     return per.new_zeros(len(n)).index_add_(0, img, per) / n.clamp(min=1)
 
-class TwoStageLoss(Module):
+class TwoStageLoss(DetLoss):
     "Faster R-CNN's four losses: RPN objectness and offsets on sampled anchors, box-head class and offsets on sampled proposals"
     def __init__(self, ancs:Tensor, # (A,4) anchors, xyxy pixels
                  img_size:int=128, rpn_hi:float=0.7, rpn_lo:float=0.3, rpn_batch:int=256, rpn_pos:float=0.5,
@@ -252,8 +252,6 @@ class TwoStageLoss(Module):
         b = clip_boxes(decode_boxes(box_p.float(), xyxy2cxcywh(props.float()), ROI_VARIANCES), sz, sz)
         return p, b/sz*2 - 1
 
-    detect_activated,detect,decodes = SSDLoss.detect_activated,SSDLoss.detect,SSDLoss.decodes
-
 # %% ../nbs/10a_two_stage.ipynb #66570d4e
 @delegates(Learner.__init__)
 def faster_rcnn_learner(dls, # detection `DataLoaders` (task 'boxes')
@@ -268,7 +266,7 @@ def faster_rcnn_learner(dls, # detection `DataLoaders` (task 'boxes')
                         loss_kw:dict|None=None, # passed to `TwoStageLoss`
                         metrics=None, cbs=None, **kwargs)->DetLearner:
     "A Faster R-CNN `DetLearner`: RPN and RoI-Align box head on the stride-16 map of `arch`"
-    n_cls = _n_cls(dls)
+    n_cls = n_classes(dls)
     body = create_det_body(arch, pretrained=pretrained)
     if normalize and wants_norm(pretrained): add_norm(dls)
     sz = dls.one_batch()[0].shape[-1] if dls.train.n else 128

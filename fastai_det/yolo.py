@@ -20,7 +20,7 @@ from torchvision.models import mobilenet_v3_large
 from .boxes import box_iou, cxcywh2xyxy, xyxy2cxcywh
 from .anchors import make_anchors, flatten_conv
 from .postprocess import detect
-from .ssd import DetLearner, LossPart, LossParts, _n_cls, _gt01, plain
+from .ssd import DetLoss, DetLearner, LossPart, LossParts, n_classes, targets01, plain
 from .bodies import create_det_body, add_norm, wants_norm, det_splitter, BodyFeatures
 
 # %% auto #0
@@ -251,7 +251,7 @@ class YoloModel(Module):
         return [c5] if self.head.scales == 1 else [c3, c4, c5]
 
 # %% ../nbs/10b_yolo.ipynb #aac6fc0e
-class YoloLoss(Module):
+class YoloLoss(DetLoss):
     "YOLOv3's loss: box (squared error on the offsets) and class (BCE per class) on each object's slot, objectness (BCE) everywhere except non-slots that already fit an object"
     def __init__(self, grids, # grids in anchor order (finest first)
                  shapes, # per grid its (k,2) anchor (w,h), fractions of the image
@@ -269,7 +269,7 @@ class YoloLoss(Module):
 
     def forward(self, pred, bbs, lbls):
         p = plain(pred).float()
-        b,l = _gt01(bbs, lbls)
+        b,l = targets01(bbs, lbls)
         t_lbl,t_bb = yolo_targets(b, l, self.grids, self.shapes)
         pos = t_lbl > 0
         n_pos = pos.sum().clamp(min=1)
@@ -295,22 +295,6 @@ class YoloLoss(Module):
         p = plain(pred)
         return torch.sigmoid(p[...,4:5]) * torch.sigmoid(p[...,5:]), self.decode(p[...,:4])*2 - 1
 
-    def detect_activated(self, probs, boxes, score_thresh:float=0.05, iou_thresh:float=0.5, max_det:int=100, **kwargs)->list:
-        "`activation`'s output -> per image dicts `boxes` (xyxy in [-1,1]), `scores`, `labels` (1..n_cls), after NMS"
-        return detect(probs, boxes, score_thresh=score_thresh, iou_thresh=iou_thresh, max_det=max_det, **kwargs)
-
-    def detect(self, pred, **kwargs)->list:
-        "Raw output -> per image detections (see `detect_activated`); what the `MAP` metric calls"
-        return self.detect_activated(*self.activation(pred), **kwargs)
-
-    def decodes(self, x):
-        "For `show_results`: detections padded into (TensorBBox, TensorMultiCategory), as `bb_pad` pads"
-        dets = self.detect_activated(*x, score_thresh=0.3)
-        n = max([len(d['labels']) for d in dets] + [1])
-        bb = torch.zeros(len(dets), n, 4); lb = torch.zeros(len(dets), n, dtype=torch.long)
-        for i,d in enumerate(dets): bb[i,:len(d['labels'])] = d['boxes']; lb[i,:len(d['labels'])] = d['labels']
-        return TensorBBox(bb), TensorMultiCategory(lb)
-
 # %% ../nbs/10b_yolo.ipynb #2693fa14
 def split_anchors(ancs:Tensor, scales:int)->list:
     "Anchors (k,2) sorted by area, cut into `scales` groups: the smallest for the finest grid, as YOLOv3 does"
@@ -326,7 +310,7 @@ def yolo_learner(dls, # detection `DataLoaders` (task 'boxes')
                  normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained
                  nf:int=64, ignore_thresh:float=0.5, prior:float=0.01, metrics=None, cbs=None, **kwargs)->DetLearner:
     "A YOLOv2/v3-style `DetLearner`: `YoloHead` on `arch`'s C3..C5, k-means anchors, `YoloLoss`, the project's NMS"
-    n_cls = _n_cls(dls)
+    n_cls = n_classes(dls)
     if anchors is None: anchors = kmeans_anchors(dls_wh(dls), 5 if scales == 1 else 9)
     anchors = torch.as_tensor(anchors, dtype=torch.float32).reshape(-1, 2)
     if len(anchors) % scales: raise ValueError(f"{len(anchors)} anchors do not split evenly over {scales} scales")

@@ -4,7 +4,7 @@ import numpy as np, pytest, torch
 from PIL import Image
 from fastai.torch_core import set_seed
 from fastai_det.data import (read_coco, read_voc, make_shapes, verify_images, det_dblock, det_dls, DataError, DetItem,
-                             ImgAnnot, SHAPES, VOC_CLASSES)
+                             ImgAnnot, SHAPES, VOC_CLASSES, without_crowd)
 
 
 def write_coco(path, images, anns, cats, name='ann.json'):
@@ -312,3 +312,19 @@ def test_voc_size_from_the_file(tmp_path):
     assert 'image size read from the file (the XML has no <size>): 1 (2.xml)' in msg, msg
     assert recs.annots[0].bbs == [[299, 9, 340, 40]] and recs.annots[0].size == (353, 500)   # not clipped to the XML's 200 px
     assert recs.annots[1].size == (353, 500)
+
+def test_crowd_boxes_are_not_learnt(tmp_path, capsys):
+    "COCO's iscrowd=1 boxes mark regions to ignore: left out of the DataLoaders' targets (counted), kept in the records for scoring"
+    for n in 'ab': jpg(tmp_path/f'{n}.jpg', 64, 64)
+    img = [dict(id=1, file_name='a.jpg', width=64, height=64), dict(id=2, file_name='b.jpg', width=64, height=64)]
+    anns = [dict(id=1, image_id=1, category_id=1, bbox=[4, 4, 20, 20], iscrowd=0), dict(id=2, image_id=1, category_id=1, bbox=[30, 30, 30, 30], iscrowd=1),
+            dict(id=3, image_id=2, category_id=1, bbox=[8, 8, 16, 16], iscrowd=1)]
+    recs = read_coco(write_coco(tmp_path, img, anns, [dict(id=1, name='circle')]))
+    assert recs.annots[0].iscrowd == [False, True]
+    items,n = without_crowd(recs)
+    assert n == 2 and [len(o.annot.lbls) for o in items] == [1, 0] and items[0].annot.bbs == [[4, 4, 24, 24]]
+    dls = det_dls(recs, recs, size=64, bs=2, aug=False, show_progress=False)
+    assert '4 crowd boxes (iscrowd=1) left out' in capsys.readouterr().out
+    _,bb,lb = dls.valid.one_batch()
+    assert (lb > 0).sum() == 1                                   # only the one ordinary box of the two images
+    assert recs.annots[0].bbs[1] == [30, 30, 60, 60]             # the records keep them: evaluation ignores detections there

@@ -126,3 +126,23 @@ def test_pages_fit_1280_px(browser, url):
         w = browser.execute_script('return document.documentElement.scrollWidth')
         if w > 1280: wide[name] = w
     assert not wide, f"pages wider than the window: {wide}"
+
+def test_previous_next_and_repository_links(built):
+    "Every lesson page links to the previous and next pages of the sidebar, to the repository, and has a favicon"
+    import re
+    order = [l.strip()[2:] for l in (root/'nbs'/'sidebar.yml').read_text().splitlines() if l.strip().startswith('- ') and l.strip().endswith('.ipynb')]
+    order = [Path(o).stem for o in order]
+    assert len(order) >= 15, order
+    from nbdev.config import get_config
+    repo = get_config().git_url.rstrip('/')
+    for i,name in enumerate(order):
+        html = (site/f'{name}.html').read_text()
+        nav = re.search(r'<nav class="page-navigation">(.*?)</nav>', html, re.S)
+        assert nav, f"{name}: no previous/next navigation"
+        hrefs = re.findall(r'href="([^"]+)"', nav[1])
+        want = ([f'{order[i-1]}.html'] if i else []) + ([f'{order[i+1]}.html'] if i+1 < len(order) else [])
+        assert hrefs == want, f"{name}: previous/next {hrefs}, expected {want}"
+        assert f'href="{repo}"' in html, f"{name}: no link to the repository {repo}"
+        assert f'{repo}/blob/main/nbs/{name}.ipynb' in html, f"{name}: no link to its notebook's source"
+        fav = re.search(r'<link[^>]+rel="icon"[^>]+href="([^"]+)"|<link[^>]+href="([^"]+)"[^>]+rel="icon"', html)
+        assert fav and (site/(fav[1] or fav[2])).is_file(), f"{name}: no favicon"
