@@ -162,6 +162,7 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
     (['train', '--data', '/nowhere/x'], 'no such file or folder'),
     (['train', '--model', 'detr'], "--model 'detr'"),
     (['train', '--model', 'ssd', '--sep'], '--sep: only --model retinanet'),
+    (['train', '--freeze-stride', '-1'], '--freeze-stride -1: must be 0'),
     (['eval', '--model', '/nowhere.pkl'], 'no such file'),
 ])
 def test_bad_input_simple(args, msg, capsys):
@@ -279,3 +280,35 @@ def test_two_processes(data, tmp_path):
     # 7 valid images on 2 processes: 4 each, one repeated by fastai's DistributedDL; the per-epoch mAP counts each once
     assert m['n_valid'] == 7 and m['map_images_per_epoch'] == 7 and len(m['epochs']) == 2 and m['settings']['world_size'] == 2
     assert all(e['map_50'] is not None for e in m['epochs'])
+
+KILL_IN_SAVE = r'''
+import os, signal, sys, torch
+n, calls, _save = int(sys.argv[1]), [0], torch.save
+def save(obj, f, *a, **k):                    # the n-th torch.save: half the file on disk, then a real SIGKILL
+    calls[0] += 1
+    if calls[0] == n:
+        _save(obj, f, *a, **k)
+        with open(f, 'r+b') as fh: fh.truncate(os.path.getsize(f)//2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _save(obj, f, *a, **k)
+torch.save = save
+from fastai_det.cli import main
+sys.exit(main(sys.argv[2:]))
+'''
+
+@pytest.mark.parametrize('n,what', [(2, 'the second epoch checkpoint'), (3, 'the model export')])
+def test_sigkill_while_writing(n, what, data, tmp_path):
+    "A real SIGKILL in the middle of writing a checkpoint or the model: the last good file survives whole, `--resume` cleans up and finishes"
+    import torch
+    out = tmp_path/'r'
+    args = ['train', '--data', str(data), '--out', str(out), *TINY]
+    r = subprocess.run([sys.executable, '-c', KILL_IN_SAVE, str(n), *args], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=900)
+    assert r.returncode == -signal.SIGKILL, (what, r.returncode, r.stderr[-1500:])
+    assert list(out.glob('.*.tmp')), f"{what}: the half-written temporary file should be there"
+    state = torch.load(out/'checkpoint.pth', map_location='cpu', weights_only=False)       # whole, not half
+    assert state['epoch'] == n - 2 and not (out/'model.pkl').exists()
+    r = run(*args, '--resume')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'unfinished temporary file' in r.stdout and not list(out.glob('.*.tmp'))
+    m = json.loads((out/'metrics.json').read_text())
+    assert len(m['epochs']) == 2 and (out/'model.pkl').is_file()

@@ -100,3 +100,23 @@ def test_det_splitter_on_models():
     m = torch.nn.Sequential(create_det_body(MB3), torch.nn.Conv2d(960, 4, 1))
     g = det_splitter(m)
     assert [len(o) for o in g] == [len(list(m[0].parameters())), 2]
+
+def test_frozen_stem_stays_through_unfreeze_and_export(shapes, tmp_path):
+    "`freeze_stem`: the stem's weights and statistics do not move through fastai's fine_tune (unfreeze included), and the learner exports and loads"
+    from fastai.learner import load_learner
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    from fastai_det.bodies import freeze_stem
+    set_seed(0)
+    learn = retinanet_learner(_dls(shapes, 'boxes', size=128), MB3, pretrained='shapes')
+    k = freeze_stem(learn.model, 4)
+    stem = body_blocks(learn.model.body)[:k]
+    assert k == 4 and all(not isinstance(m, torch.nn.BatchNorm2d) for b in stem for m in b.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for b in stem for m in b.modules())
+    s0 = [t.clone() for b in stem for t in b.state_dict().values()]
+    rest0 = [p.detach().clone() for b in body_blocks(learn.model.body)[k:] for p in b.parameters()]
+    learn.fine_tune(1, 1e-3)                                                  # freeze, fit, unfreeze, fit
+    assert all(torch.equal(a, b) for a,b in zip(s0, [t for b in stem for t in b.state_dict().values()]))
+    assert not all(torch.equal(a, b.detach()) for a,b in zip(rest0, [p for b in body_blocks(learn.model.body)[k:] for p in b.parameters()]))
+    learn.export(tmp_path/'m.pkl')
+    l2 = load_learner(tmp_path/'m.pkl')
+    assert l2.model.body.n_frozen == 4
