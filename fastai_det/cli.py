@@ -219,6 +219,18 @@ class ChannelsLastBatch(ChannelsLast):
     def before_batch(self): self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in self.xb)
     def after_fit(self): self.learn.model.to(memory_format=torch.contiguous_format)
 
+def _curves(learn)->dict:
+    "The recorder's per-step losses and the loss parts of a fit, to keep across `get_preds` (fastai's `validation_context` calls `before_fit`, which empties both)"
+    rec = learn.recorder
+    c = {k: list(rec.__dict__[k]) for k in ('lrs', 'iters', 'losses', 'values') if k in rec.__dict__}
+    if hasattr(learn, 'loss_parts'): c['parts'] = {k: list(v) for k,v in learn.loss_parts.hist.items()}
+    return c
+
+def _restore_curves(learn, c:dict):
+    for k,v in c.items():
+        if k == 'parts': learn.loss_parts.hist = v
+        else: setattr(learn.recorder, k, v)
+
 RESUME_KEYS = ('model', 'arch', 'loss', 'sep', 'pretrained', 'freeze_stride', 'size', 'epochs', 'bs', 'time', 'seed')   # what `--resume` must repeat (`--lr` may change)
 
 def load_checkpoint(ck:Path, a)->dict:
@@ -303,6 +315,7 @@ def train(a)->dict:
                    f"and the model, metrics and pictures are those of epoch {state['epoch']+1}; try a lower --lr ({a.lr/10:g})")
         print(f"fastai-det train: {stopped}", file=sys.stderr)
     history = _history(learn, len(learn.prior_history) if stopped else None)   # before any get_preds: fastai's validation_context resets the recorder
+    curves = _curves(learn)                       # the same: loss.png's curves, put back before the pictures
     map_images = max([getattr(m, 'n_images', 0) for m in learn.metrics], default=0)   # images the per-epoch mAP covered (all ranks)
     quiet = learn.no_bar if a.quiet else contextlib.nullcontext      # no progress bars with --quiet
     with quiet(): res = evaluate_learner(learn, va, bs=a.bs)
@@ -313,6 +326,7 @@ def train(a)->dict:
     atomic_write(out/'model.pkl', lambda p: learn.export(p))
     write_json(out/'metrics.json', metrics)
     write_results_csv(out/'results.csv', history)
+    _restore_curves(learn, curves)
     with quiet(): save_pictures(learn, res, va, out)
     print(f"mAP {m['map']:.3f}  mAP@0.5 {m['map_50']:.3f}  on {len(va)} valid images; {wall/60:.1f} min of training; wrote {out}")
     return metrics
@@ -387,7 +401,7 @@ def save_pictures(learn, res, recs, out, n:int=6):
     out = Path(out)
     if 'values' in learn.recorder.__dict__:            # not when `--resume` found every epoch done
         fig,axs = plt.subplots(1, 2, figsize=(10,3.5))
-        learn.recorder.plot_loss(ax=axs[0])
+        learn.recorder.plot_loss(ax=axs[0], skip_start=min(5, len(learn.recorder.losses)//10))   # fastai skips 5 steps: a short run has few
         if hasattr(learn, 'loss_parts') and learn.loss_parts.hist: learn.loss_parts.plot(ax=axs[1])
         atomic_write(out/'loss.png', lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight')); plt.close(fig)
     save_confusion(res, out)

@@ -312,3 +312,14 @@ def test_sigkill_while_writing(n, what, data, tmp_path):
     assert 'unfinished temporary file' in r.stdout and not list(out.glob('.*.tmp'))
     m = json.loads((out/'metrics.json').read_text())
     assert len(m['epochs']) == 2 and (out/'model.pkl').is_file()
+
+def test_loss_picture_has_its_curves(trained):
+    "loss.png shows the training loss and the loss parts (the final evaluation's get_preds once emptied both)"
+    import numpy as np
+    from PIL import Image
+    out, _ = trained
+    a = np.asarray(Image.open(out/'loss.png').convert('RGB')).astype(int)
+    blue = (np.abs(a - np.array([31, 119, 180])).sum(-1) < 60)          # matplotlib's C0: the train loss, the first loss part
+    h, w = blue.shape
+    left, right = int(blue[:, :w//2].sum()), int(blue[:, w//2:].sum())
+    assert left > 150 and right > 150, (left, right)                   # an empty panel has none (its legend samples are too thin)
