@@ -222,8 +222,12 @@ class ChannelsLastBatch(ChannelsLast):
 def _curves(learn)->dict:
     "The recorder's per-step losses and the loss parts of a fit, to keep across `get_preds` (fastai's `validation_context` calls `before_fit`, which empties both)"
     rec = learn.recorder
-    c = {k: list(rec.__dict__[k]) for k in ('lrs', 'iters', 'losses', 'values') if k in rec.__dict__}
-    if hasattr(learn, 'loss_parts'): c['parts'] = {k: list(v) for k,v in learn.loss_parts.hist.items()}
+    c = {k: list(rec.__dict__[k]) for k in ('lrs', 'losses') if k in rec.__dict__}
+    if 'values' in rec.__dict__:                   # epoch rows with a validation loss (a resumed fit also records the skipped epochs, empty)
+        rows = [(i,v) for i,v in zip(rec.iters, rec.values) if len(v) >= 2]
+        c['iters'],c['values'] = [i for i,_ in rows],[v for _,v in rows]
+    lp = getattr(learn, 'loss_parts', None)
+    if lp is not None and 'hist' in lp.__dict__: c['parts'] = {k: list(v) for k,v in lp.hist.items()}
     return c
 
 def _restore_curves(learn, c:dict):
