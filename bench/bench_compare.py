@@ -17,7 +17,7 @@ import torch, torchvision
 from torch import Tensor
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai_det.data import make_shapes, read_coco, det_dls
-from fastai_det.cli import build_learner, _targets
+from fastai_det.engine import build_learner, _targets
 from fastai_det.ssd import unscale_boxes
 from fastai_det.metrics import evaluate_detections
 

@@ -14,7 +14,7 @@ from fastai.torch_core import set_seed
 from torchvision.models import mobilenet_v3_large
 from fastai_det.data import read_coco, det_dls
 from fastai_det.retinanet import retinanet_learner
-from fastai_det.cli import evaluate_learner
+from fastai_det.engine import evaluate_learner
 
 def main():
     p = argparse.ArgumentParser(); p.add_argument('--epochs', type=int, default=4); p.add_argument('--size', type=int, default=128)

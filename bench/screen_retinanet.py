@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_compare import Clock, ClockCB, eval_ours, run_tv, Image_size
 from fastai_det.data import make_shapes, read_coco, det_dls
-from fastai_det.cli import _targets
+from fastai_det.engine import _targets
 from fastai_det.retinanet import RetinaNet, RetinaHead, BodyFeatures, FPN, retina_zooms, RETINA_RATIOS
 from fastai_det.bodies import create_det_body
 from fastai_det.ssd import SSDLoss, DetLearner

@@ -33,7 +33,8 @@ from .data import batch_images, unscale_boxes, DetImage
 # %% auto #0
 __all__ = ['StdConv', 'cls_bias', 'OutConv', 'head_strides', 'SSDHead', 'actn_to_bb', 'bb_to_actn', 'bce_cls_loss_onehot',
            'bce_cls_loss', 'ce_cls_loss', 'targets01', 'ssd_1_loss', 'ssd_loss_loop', 'plain', 'DetLoss', 'SSDLoss',
-           'LossPart', 'LossParts', 'DetLearner', 'plot_top_losses', 'n_classes', 'ssd_learner', 'TimeBudget']
+           'LossPart', 'LossParts', 'flip_boxes', 'FlipInputs', 'DetLearner', 'plot_top_losses', 'n_classes',
+           'ssd_learner', 'TimeBudget']
 
 # %% ../nbs/08_ssd.ipynb #446a9a99
 class StdConv(nn.Sequential):
@@ -263,15 +264,29 @@ def _is_squish(dls):
     rs = [t for t in dls.after_item.fs if isinstance(t, Resize)]
     return not rs or all(getattr(t, 'method', 'squish') == 'squish' for t in rs)
 
+def flip_boxes(boxes:Tensor)->Tensor:
+    "xyxy boxes in [-1,1] mirrored left-right: x -> -x, so x1 and x2 swap"
+    return torch.stack([-boxes[...,2], boxes[...,1], -boxes[...,0], boxes[...,3]], -1)
+
+class FlipInputs(Callback):
+    "Mirror every batch's images left-right before the model sees them (test-time augmentation)"
+    def before_batch(self): self.learn.xb = tuple(torch.flip(x, [-1]) if x.dim() == 4 else x for x in self.xb)
+
 class DetLearner(Learner):
     "A `Learner` for detectors whose loss has `activation` and `detect`: `predict` gives boxes in original-image pixels"
     def predict_batch(self, items, # image files or PIL images
-                      score_thresh:float=0.3, iou_thresh:float=0.5, max_det:int=100, bs:int=16)->list:
+                      score_thresh:float=0.3, iou_thresh:float=0.5, max_det:int=100, bs:int=16,
+                      tta:bool=False, # also predict on the mirrored images, and keep the best of both after one NMS (test-time augmentation)
+                     )->list:
         "Detections for `items`: per image a dict `boxes` (xyxy pixels of that image), `scores`, `labels`, `names`"
         if not _is_squish(self.dls): raise ValueError("DetLearner.predict needs images resized with method='squish' to map boxes back")
         imgs = [o if isinstance(o, PILImage) else DetImage.create(o) for o in items]
         dl = self.dls.test_dl(imgs, bs=bs)
-        with self.no_bar(): probs,boxes = self.get_preds(dl=dl, reorder=False)[0]     # activated: (n,A,c), (n,A,4)
+        with self.no_bar():
+            probs,boxes = self.get_preds(dl=dl, reorder=False)[0]     # activated: (n,A,c), (n,A,4)
+            if tta:                                                   # the mirrored images' candidates, mirrored back, join the others before NMS
+                p2,b2 = self.get_preds(dl=dl, reorder=False, cbs=[FlipInputs()])[0]
+                probs,boxes = torch.cat([probs, p2], 1), torch.cat([boxes, flip_boxes(b2)], 1)
         dets = self.loss_func.detect_activated(probs, boxes, score_thresh=score_thresh, iou_thresh=iou_thresh, max_det=max_det)
         vocab = self.dls.vocab
         for d,img in zip(dets, imgs):

@@ -121,7 +121,7 @@ def test_pages_under_nbdev_names(built):
 def test_pages_fit_1280_px(browser, url):
     "No page is wider than a 1280-px window: code blocks and signatures wrap or scroll inside their column"
     wide = {}
-    for name in ('00_boxes', '07_metrics', '08_ssd', '11_cli'):
+    for name in ('00_boxes', '07_metrics', '08_ssd', '12_cli'):
         browser.get(f'{url}/{name}.html')
         w = browser.execute_script('return document.documentElement.scrollWidth')
         if w > 1280: wide[name] = w

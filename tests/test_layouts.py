@@ -3,7 +3,7 @@ import json, shutil, warnings
 import pytest
 from PIL import Image
 from fastai_det.data import make_shapes, read_coco, read_voc, read_yolo, DataError, SHAPES
-from fastai_det.cli import load_records, CLIError
+from fastai_det.engine import load_records, CLIError
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):

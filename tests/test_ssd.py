@@ -116,3 +116,27 @@ def test_time_budget_fits_the_schedule_to_the_clock(tmp_path):
     assert all(len(v) == len(learn.recorder.values[0]) for v in learn.recorder.values)
     assert learn.opt.hypers[-1]['lr'] < 1e-5      # annealed to under 1% of the peak (the last batch starts a little before the end)
     with pytest.raises(ValueError, match='minutes must be > 0'): TimeBudget(0)
+
+def test_flip_tta_is_mirror_equivariant(tmp_path):
+    "predict_batch(tta=True) joins the mirrored run's boxes, mirrored back: so a mirrored image gets the mirrored detections"
+    from PIL import Image, ImageOps
+    from fastai_det.data import make_shapes, read_coco, det_dls
+    from fastai_det.ssd import ssd_learner, flip_boxes
+    b = torch.rand(5, 4)*2 - 1
+    assert torch.equal(flip_boxes(flip_boxes(b)), b)
+    assert torch.equal(flip_boxes(torch.tensor([[-1., -.5, .2, .5]])), torch.tensor([[-.2, -.5, 1., .5]]))
+    p = make_shapes(tmp_path/'s', n_train=8, n_valid=2, n_test=0, size=64, show_progress=False)
+    dls = det_dls(read_coco(p/'train.json'), read_coco(p/'valid.json'), size=64, bs=4, aug=False, show_progress=False)
+    torch.manual_seed(0)
+    learn = ssd_learner(dls, torchvision.models.mobilenet_v3_small, grids=(2,1))
+    img = Image.open(read_coco(p/'valid.json').fnames[0]).convert('RGB').resize((64, 64))
+    kw = dict(score_thresh=0.0, iou_thresh=1.0, max_det=100000)   # no suppression: untrained scores tie, and NMS would pick among ties
+    a, = learn.predict_batch([img], tta=True, **kw)
+    m, = learn.predict_batch([ImageOps.mirror(img)], tta=True, **kw)
+    plain = learn.predict_batch([img], **kw)[0]
+    assert len(a['boxes']) and len(plain['boxes'])          # (one NMS over both runs may keep fewer boxes than one run alone)
+    mirrored = torch.stack([64 - a['boxes'][:,2], a['boxes'][:,1], 64 - a['boxes'][:,0], a['boxes'][:,3]], 1)
+    assert len(a['boxes']) == len(m['boxes'])
+    row = lambda b, d: torch.cat([b, d['scores'][:,None]*1e3, d['labels'][:,None]*1e3], 1).double()
+    d = torch.cdist(row(mirrored, a), row(m['boxes'], m), compute_mode='donot_use_mm_for_euclid_dist')
+    assert d.min(1).values.max() < 1e-2 and d.min(0).values.max() < 1e-2     # the same boxes, scores and labels, as sets (ties may reorder them)
