@@ -271,7 +271,7 @@ def one(a):
 def label(m):
     "The contestant's name in the table and the plot"
     if m.startswith('ssdlite-'):
-        bs,lr = m.split('-')[1][2:], m.split('-')[2][2:]
+        _,bs,lr = m.split('-', 2); bs,lr = bs[2:], lr[2:]     # 'ssdlite-bs8-lr1e-05' -> '8', '1e-05'
         return f"torchvision ssdlite320 (AdamW {lr}, bs {bs}, warmup + cosine)"
     return LABELS.get(m, m)
 

@@ -495,7 +495,7 @@ def evaluate(weights, # model.pkl written by `train`
 
 # %% ../nbs/11_engine.ipynb #9219b938
 def predict(weights, # model.pkl written by `train`
-            images:list, # image files
+            images:list, # image files (or one file)
             out='predictions', # folder for predictions.json and one picture per image
             thresh:float=0.3, # score threshold of the boxes kept
             save_txt:bool=False, # also write labels/<image>.txt, YOLO's format (class cx cy w h, fractions)
@@ -503,6 +503,7 @@ def predict(weights, # model.pkl written by `train`
             save_xml:bool=False, # also write Annotations/<image>.xml, Pascal VOC XML (opens in LabelImg, CVAT)
            )->list: # the detections, as in predictions.json
     "Detect objects in `images`: COCO results json (pixel xywh, the training json's category ids) and annotated pictures in `out`"
+    if isinstance(images, (str, Path)): images = [images]          # one file given alone
     a = SimpleNamespace(**locals()); check_settings('predict', a)
     import matplotlib; matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt

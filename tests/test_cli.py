@@ -36,7 +36,7 @@ def test_help(capsys):
     for cmd in ('make-data', 'train', 'eval', 'predict', 'export'):
         code, out, _ = run_here(capsys, cmd, '--help'); assert code == 0 and 'examples:' in out, cmd
         opts = out.split('options:')[1].split('examples:')[0]
-        n_opts = opts.count('\n  --') - opts.count('--weights FILE')          # option lines, --help (-h) and the required --weights aside
+        n_opts = opts.count('\n  --') - opts.count('\n  --weights')          # option lines, --help (-h) and the required --weights aside
         assert ' '.join(opts.split()).count('(default: ') >= n_opts >= 2, (cmd, opts)   # every other option shows its default
     assert run('--help').returncode == 0                                         # the console script itself
 

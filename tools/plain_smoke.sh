@@ -13,7 +13,7 @@ cd "$work"
 import sys, fastai_det, fastai_det.engine, fastai_det.bodies as b
 from pathlib import Path
 f = Path(fastai_det.__file__).resolve()
-assert Path(sys.argv[1]).resolve() not in f.parents, f"imported the source tree ({f}), not the installed package"
+assert 'site-packages' in f.parts and f.parent != Path(sys.argv[1]).resolve()/'fastai_det', f"imported the source tree ({f}), not the installed package"
 w = b.shapes_weights()
 assert w.is_file(), f"the wheel has no shipped weights ({w})"
 print(f"import fastai_det from {f.parent}; shipped weights {w.name} ({w.stat().st_size/1e6:.1f} MB)")
