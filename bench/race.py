@@ -291,10 +291,15 @@ def main():
     a = p.parse_args()
     if a.one: return one(a)
     work = Path(a.work or tempfile.mkdtemp(prefix='race_'))
-    out = Path(a.out); log = open(f"{out}.log", 'a')
+    out = Path(a.out)
+    if a.report and Path(f"{out}.log").is_file():      # an earlier report's block is replaced, the races' blocks are kept
+        blocks = Path(f"{out}.log").read_text().split(f"\n{'='*40}\n")
+        Path(f"{out}.log").write_text(f"\n{'='*40}\n".join(b for b in blocks if 'command: python bench/race.py --report' not in b))
+    log = open(f"{out}.log", 'a')
     def say(s=''): print(s, flush=True); log.write(s + '\n'); log.flush()
     import torch
-    say(f"\n{'='*40}\nrace: {a.budget:g} training minutes per contestant, scored every {a.every:g}, {a.size} px, {torch.get_num_threads()} threads, "
+    if a.report: say(f"\n{'='*40}\nreport: the results in {out}.json, nothing raced; {time.strftime('%Y-%m-%d %H:%M')}")
+    else: say(f"\n{'='*40}\nrace: {a.budget:g} training minutes per contestant, scored every {a.every:g}, {a.size} px, {torch.get_num_threads()} threads, "
         f"ssdlite bs {a.ssdlite_bs} lr {a.ssdlite_lr:g}; sets {a.sets}; {time.strftime('%Y-%m-%d %H:%M')}")
     say(f"command: {' '.join(['python'] + sys.argv)}")
     # results of earlier runs are kept: a run replaces only the (set, contestant) pairs it races
@@ -332,6 +337,6 @@ def main():
     h,l = axs[0,0].get_legend_handles_labels()
     fig.legend(h, l, loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8, frameon=False)   # under the panels: the curves stay visible
     fig.savefig(f"{out}.png", dpi=90, bbox_inches='tight')
-    say(f"wrote {out}.json, {out}.log, {out}.png")
+    say(f"wrote {'' if a.report else f'{out}.json, '}{out}.log, {out}.png")
 
 if __name__ == '__main__': main()

@@ -11,17 +11,17 @@ if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; the
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-echo "== library matches notebooks, README matches index.ipynb"
+echo "== $(date +%T) library matches notebooks, README matches index.ipynb"
 "$bin/nbdev-export"
 [ -z "$(git status --porcelain -- fastai_det)" ] || { git status --short -- fastai_det; echo "fastai_det/ differs from what nbdev-export makes of nbs/: export and commit"; exit 1; }
 "$bin/python" tools/make_readme.py --check
 
-echo "== notebooks (nbdev-test)"
+echo "== $(date +%T) notebooks (nbdev-test)"
 # Two notebooks at a time, one torch thread each: with torch's default (a thread per core) in both, 2 cores run 4
 # busy threads, and 02_single_object took 1475 s against 308 s alone (one thread each: 413 s).
 OMP_NUM_THREADS=1 "$bin/nbdev-test" --n-workers 2 --timing
 
-echo "== pytest"
+echo "== $(date +%T) pytest"
 # Two workers of one torch thread each (pytest-xdist), each test file on one worker so its module fixtures are made once
 set +e
 OMP_NUM_THREADS=1 "$bin/python" -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile "$@"
