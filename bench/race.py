@@ -77,7 +77,8 @@ def img_sizes(va):
 def run_ours(tr, va, a, pretrained):
     import torch
     from fastai.callback.core import Callback, CancelValidException
-    from fastai_det.engine import build_learner, ChannelsLastBatch
+    from fastai_det.engine import build_learner
+    from fastai_det.bodies import ChannelsLastBatch
     from fastai_det.data import det_dls
     from fastai_det.bodies import freeze_stem
     from fastai_det.ssd import TimeBudget

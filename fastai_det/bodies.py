@@ -14,26 +14,26 @@ from pathlib import Path
 from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import ifnone, patch
-from fastprogress.fastprogress import progress_bar
 from fastai.torch_core import Module
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner, Recorder, CastToTensor
 from fastai.callback.core import TrainEvalCallback
 from fastai.callback.progress import ProgressCallback
+from fastai.callback.channelslast import ChannelsLast
 from fastai.data.transforms import Normalize
 from fastai.vision.core import imagenet_stats
 from fastai.vision.learner import create_body, model_meta
 from fastai.torch_core import params
-import fastai.callback.schedule, fastai.callback.progress   # every learner here: fit_one_cycle, fine_tune, lr_find, the progress table
+import fastai.callback.schedule, fastai.callback.progress   # noqa: F401 (imported for what they add to every learner here: fit_one_cycle, fine_tune, lr_find, the progress table)
 from torchvision.models import resnet18, mobilenet_v3_large
 from torchvision.ops.misc import FrozenBatchNorm2d
-from .data import atomic_write
+from .data import atomic_write, maybe_progress
 
 # %% auto #0
 __all__ = ['WEIGHTS_DIR', 'set_bn_momentum', 'weights_file', 'body_blocks', 'save_body', 'shapes_weights', 'shapes_meta',
            'create_det_body', 'body_out', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter', 'block_strides',
-           'freeze_stem', 'body_and_rest', 'Features', 'precompute', 'head_learner']
+           'freeze_stem', 'ChannelsLastBatch', 'body_and_rest', 'Features', 'precompute', 'head_learner']
 
 # %% ../nbs/01a_bodies.ipynb #4dda93bd
 def set_bn_momentum(m:nn.Module, momentum:float=0.1)->nn.Module:
@@ -201,6 +201,12 @@ def freeze_stem(model:nn.Module, # a model with a `body` attribute, or a `nn.Seq
     body.n_frozen = k
     return k
 
+# %% ../nbs/01a_bodies.ipynb #84b9ebd9
+class ChannelsLastBatch(ChannelsLast):
+    "fastai's `ChannelsLast` (the model's weights), the images of every batch too, and the model back to the default format after the fit"
+    def before_batch(self): self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in self.xb)
+    def after_fit(self): self.learn.model.to(memory_format=torch.contiguous_format)
+
 # %% ../nbs/01a_bodies.ipynb #13e97d0f
 def body_and_rest(model:nn.Module)->tuple:
     "`model` cut in two: its body (`model.body`, or `model[0]` of a `nn.Sequential`) and, as one module, what runs after it"
@@ -233,7 +239,7 @@ class Features(torch.utils.data.Dataset):
 @torch.no_grad()
 def _features(body, dl, show_progress=True)->Features:
     xs,ys = [],[]
-    for b in progress_bar(dl, display=show_progress, leave=False):
+    for b in maybe_progress(dl, show_progress):
         x = body(b[0])
         many = isinstance(x, (list, tuple))
         xs.append([o.cpu() for o in (x if many else [x])]); ys.append([t.as_subclass(Tensor).cpu() for t in b[1:]])

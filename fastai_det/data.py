@@ -25,11 +25,11 @@ from .boxes import show_boxes, label_color
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'SHAPES', 'TASKS', 'ImgAnnot', 'DataError', 'atomic_write', 'write_json', 'DetItem', 'DetRecords',
-           'read_coco', 'read_voc_xml', 'read_voc', 'read_yolo', 'load_image', 'DetImage', 'verify_images',
-           'draw_shapes_image', 'voc_xml', 'shapes_path', 'make_shapes', 'show_records', 'records_stats', 'plot_stats',
-           'rec_fname', 'rec_bbs', 'rec_lbls', 'rec_classes', 'largest_bb', 'largest_lbl', 'largest_cls', 'has_objects',
-           'det_tfms', 'bb_pad_long', 'det_dblock', 'without_crowd', 'det_dls', 'shapes_dls', 'batch_images',
-           'unscale_boxes']
+           'read_coco', 'read_voc_xml', 'read_voc', 'read_yolo', 'load_image', 'DetImage', 'maybe_progress',
+           'verify_images', 'draw_shapes_image', 'voc_xml', 'shapes_path', 'make_shapes', 'show_records',
+           'records_stats', 'plot_stats', 'rec_fname', 'rec_bbs', 'rec_lbls', 'rec_classes', 'largest_bb',
+           'largest_lbl', 'largest_cls', 'has_objects', 'det_tfms', 'bb_pad_long', 'det_dblock', 'without_crowd',
+           'det_dls', 'shapes_dls', 'batch_images', 'unscale_boxes']
 
 # %% ../nbs/01_data.ipynb #d6d373bf
 class ImgAnnot(tuple):
@@ -370,11 +370,15 @@ class DetImage(PILImage):
         return super().create(fn, **kwargs)
 
 # %% ../nbs/01_data.ipynb #833a3df0
+def maybe_progress(it, show:bool=True):
+    "fastprogress's `progress_bar` over `it` (removed when done), or `it` itself when not `show`: fastprogress 1.1 prints a bar character even with `display=False`"
+    return progress_bar(it, leave=False) if show else it
+
 def verify_images(fnames, # image files
                   show_progress:bool=True)->Counter:
     "Decode every image in `fnames`: raise `DataError` naming a corrupt one; count and report non-RGB modes"
     modes = Counter()
-    for f in progress_bar(list(fnames), display=show_progress, leave=False):
+    for f in maybe_progress(list(fnames), show_progress):
         try:
             with Image.open(f) as im: im.load(); modes[im.mode] += 1
             load_image(f)
@@ -513,7 +517,7 @@ def voc_xml(fn:str, # the image's file name (`<filename>`)
 
 def _write_split(root, split, split_i, n, size, seed, cats, img_id0, ann_id0, show_progress):
     imgs,anns,ids = [],[],[]
-    for i in progress_bar(range(n), display=show_progress, leave=False):
+    for i in maybe_progress(range(n), show_progress):
         rng = np.random.default_rng([seed, split_i, i])
         img,bbs,lbls,trunc = draw_shapes_image(rng, size)
         stem = f"{split}_{i:05d}"; fn = f"{stem}.jpg"

@@ -14,19 +14,19 @@ import torch
 with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch.jit.script): not the user's business; no global filter
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
     from fastai.callback.core import Callback, CancelFitException
+    from fastai.callback.tracker import SaveModelCallback, TerminateOnNaNCallback
 from fastai.learner import Learner, load_learner
 from fastai.torch_core import set_seed
 from .data import (make_shapes, shapes_path, read_coco, read_voc, read_yolo, det_dls, DataError, DetRecords, SHAPES, load_image,
                    atomic_write, write_json)
-from fastai.callback.channelslast import ChannelsLast
-from .bodies import create_det_body, freeze_stem
+from .bodies import create_det_body, freeze_stem, ChannelsLastBatch
 from .ssd import TimeBudget
 
 # %% auto #0
 __all__ = ['MODELS', 'PRETRAINED', 'RESUME_KEYS', 'CLIError', 'load_records', 'resolve_pretrained', 'build_learner', 'Checkpoint',
-           'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'ChannelsLastBatch', 'load_checkpoint', 'train',
-           'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_confusion', 'save_pictures',
-           'image_id', 'category_ids', 'load_detector', 'evaluate', 'predict', 'export', 'make_data', 'check_settings']
+           'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'load_checkpoint', 'train', 'patch_fastai_distrib',
+           'world_size', 'rank', 'evaluate_learner', 'save_confusion', 'save_pictures', 'image_id', 'category_ids',
+           'load_detector', 'evaluate', 'predict', 'export', 'make_data', 'check_settings']
 
 # %% ../nbs/11_engine.ipynb #87f0202a
 class CLIError(Exception):
@@ -156,15 +156,17 @@ def _history_rows(learn, n_done:int)->list:
     rows = learn.recorder.values[-k:] if k > 0 else []
     return prior + [[None if x is None else float(x) for x in v] for v in rows]
 
-class Checkpoint(Callback):
-    "Save model, optimizer, epoch and the run's `settings` to `fname` after every epoch (atomically)"
-    order = 90
-    def __init__(self, fname, settings:dict|None=None): self.fname,self.settings = Path(fname),dict(settings or {})
-    def after_epoch(self):
+class Checkpoint(SaveModelCallback):
+    "fastai's `SaveModelCallback(every_epoch=True, with_opt=True)` into one file `fname`, written atomically, with the epoch, the history and the run's `settings`"
+    order = 90                      # after `StopOnDivergence` (80): an epoch that diverged is never saved
+    def __init__(self, fname, settings:dict|None=None):
+        super().__init__(fname=Path(fname).stem, every_epoch=True, with_opt=True)
+        self.path,self.settings = Path(fname),dict(settings or {})
+    def _save(self, name):          # fastai's `learn.save` writes models/{name}_{epoch}.pth in place; `--resume` needs one file, whole, and what the run was
         model = getattr(self.learn.model, 'module', self.learn.model)           # unwrap DDP
-        hist = _history_rows(self.learn, self.epoch + 1)
-        state = dict(model=model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch, history=hist, settings=self.settings)
-        atomic_write(self.fname, lambda p: torch.save(state, p))
+        state = dict(model=model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
+                     history=_history_rows(self.learn, self.epoch + 1), settings=self.settings)
+        self.last_saved_path = atomic_write(self.path, lambda p: torch.save(state, p))
 
 class StopOnDivergence(Callback):
     "Stop after an epoch whose validation loss is not finite or over `factor` times the best before it; that epoch is not checkpointed"
@@ -182,13 +184,14 @@ class StopOnDivergence(Callback):
             raise CancelFitException()
         self.best = min(self.best, v)
 
-class StopOnNaN(Callback):
-    "Stop training at the first loss that is NaN or infinite"
+class StopOnNaN(TerminateOnNaNCallback):
+    "fastai's `TerminateOnNaNCallback`, checked as soon as the loss exists, before a NaN step reaches the weights, and remembering where (`learn.nan_batch`)"
     order = -10
     def after_loss(self):
         if not torch.isfinite(self.learn.loss):
             self.learn.nan_batch = (self.epoch, self.iter)
             raise CancelFitException()
+    def after_batch(self): pass     # fastai checks here, after the optimizer step: checked already, before it
 
 # %% ../nbs/11_engine.ipynb #4dc8cd12
 def _settings(a): return {k: (str(v) if isinstance(v, Path) else v) for k,v in vars(a).items()}
@@ -214,11 +217,6 @@ def _history(learn, n_done:int|None=None): # epochs to report (default: all that
     if n_done is None: n_done = learn.epoch + 1 if fitted and rec.values else len(getattr(learn, 'prior_history', []))
     vals = _history_rows(learn, n_done)
     return [dict(zip(names, v), epoch=i+1) for i,v in enumerate(vals)]
-
-class ChannelsLastBatch(ChannelsLast):
-    "fastai's `ChannelsLast` (the model's weights), the images of every batch too, and the model back to the default format after the fit"
-    def before_batch(self): self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in self.xb)
-    def after_fit(self): self.learn.model.to(memory_format=torch.contiguous_format)
 
 def _curves(learn)->dict:
     "The recorder's per-step losses and the loss parts of a fit, to keep across `get_preds` (fastai's `validation_context` calls `before_fit`, which empties both)"
@@ -384,14 +382,14 @@ def _targets(recs:DetRecords, classes)->list:
                  difficult=torch.tensor(a.difficult, dtype=torch.bool), iscrowd=torch.tensor(a.iscrowd, dtype=torch.bool))
             for a in recs.annots]
 
-def evaluate_learner(learn, recs:DetRecords, bs:int=32, score_thresh:float=0.01)->dict:
-    "Detections for every image of `recs` in its own pixels, and their COCO metrics"
+def evaluate_learner(learn, recs:DetRecords, bs:int=32, score_thresh:float=0.01, tta:bool=False)->dict:
+    "Detections for every image of `recs` in its own pixels (with flip TTA if `tta`), and their COCO metrics"
     from fastai_det.metrics import evaluate_detections, confusion_matrix, prf1
     classes = list(learn.dls.vocab[1:])
     unknown = sorted({l for a in recs.annots for l in a.lbls} - set(classes))
     if unknown: raise CLIError(f"{recs.source}: classes {unknown} are not classes of the model ({classes})")
     preds = []
-    for i in range(0, len(recs), 64): preds += learn.predict_batch(recs.fnames[i:i+64], score_thresh=score_thresh, bs=bs)
+    for i in range(0, len(recs), 64): preds += learn.predict_batch(recs.fnames[i:i+64], score_thresh=score_thresh, bs=bs, tta=tta)
     targs = _targets(recs, classes)
     m = evaluate_detections(preds, targs)
     per_class = {classes[int(k)-1]: float(v) for k,v in _per_class_ap(m).items()}
@@ -474,14 +472,15 @@ def evaluate(weights, # model.pkl written by `train`
              split:str='valid', # split of `data`: valid, test, ...
              bs:int=32, # batch size
              out=None, # folder for metrics.json, coco_results.json and the confusion matrix; None: print only
+             tta:bool=False, # test-time augmentation: each image also mirrored left-right, both merged by one NMS (08_ssd); about 2x slower
             )->dict:
     "Metrics of a saved model on a split of a dataset, printed (and written to `out`)"
     a = SimpleNamespace(**locals()); check_settings('eval', a)
     learn = load_detector(a.weights)
     _,recs = load_records(a.data, a.split)
     if not len(recs): raise CLIError(f"{recs.source}: no images")
-    res = evaluate_learner(learn, recs, bs=a.bs)
-    m = dict(res['metrics'], per_class=res['per_class'], prf=res['prf'], n_images=len(recs), split=a.split, model=str(a.weights))
+    res = evaluate_learner(learn, recs, bs=a.bs, tta=a.tta)
+    m = dict(res['metrics'], per_class=res['per_class'], prf=res['prf'], n_images=len(recs), split=a.split, tta=a.tta, model=str(a.weights))
     for k in ('map','map_50','map_75','map_small','map_medium','map_large'):
         if k in m: print(f"{k:11} {m[k]:.4f}")
     for c,v in res['per_class'].items(): print(f"  AP {c:12} {v:.4f}")
@@ -501,6 +500,7 @@ def predict(weights, # model.pkl written by `train`
             save_txt:bool=False, # also write labels/<image>.txt, YOLO's format (class cx cy w h, fractions)
             save_conf:bool=False, # with `save_txt`: the score at the end of each line
             save_xml:bool=False, # also write Annotations/<image>.xml, Pascal VOC XML (opens in LabelImg, CVAT)
+            tta:bool=False, # test-time augmentation: each image also mirrored left-right, both merged by one NMS (08_ssd); about 2x slower
            )->list: # the detections, as in predictions.json
     "Detect objects in `images`: COCO results json (pixel xywh, the training json's category ids) and annotated pictures in `out`"
     if isinstance(images, (str, Path)): images = [images]          # one file given alone
@@ -515,7 +515,7 @@ def predict(weights, # model.pkl written by `train`
         try:
             load_image(f)
         except Exception as e: raise CLIError(f"{f}: cannot be decoded as an image ({type(e).__name__})") from None
-    dets = learn.predict_batch(fns, score_thresh=a.thresh)
+    dets = learn.predict_batch(fns, score_thresh=a.thresh, tta=a.tta)
     out,res,cats = Path(a.out),[],category_ids(learn)
     for i,(f,d) in enumerate(zip(fns, dets)):
         for b,s,l,n in zip(d['boxes'].tolist(), d['scores'].tolist(), d['labels'].tolist(), d['names']):

@@ -6,7 +6,7 @@ Docs: https://fastai-det.github.io/fastai_det/metrics.html.md"""
 
 # %% ../nbs/07_metrics.ipynb #4742d715
 from __future__ import annotations
-import json, os, tempfile
+import json
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np

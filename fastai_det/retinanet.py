@@ -7,7 +7,7 @@ Docs: https://fastai-det.github.io/fastai_det/retinanet.html.md"""
 # %% ../nbs/10_retinanet.ipynb #11d11466
 from __future__ import annotations
 import torch
-from torch import nn, Tensor
+from torch import nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from fastai.torch_core import Module
@@ -15,7 +15,7 @@ from fastai.learner import Learner
 from torchvision.models import resnet18
 from .anchors import make_anchors, flatten_conv
 from .ssd import SSDLoss, DetLearner, LossPart, LossParts, cls_bias, n_classes
-from .bodies import create_det_body, body_blocks, add_norm, wants_norm, det_splitter, BodyFeatures
+from .bodies import create_det_body, add_norm, wants_norm, det_splitter, BodyFeatures
 from .focal import cls_loss_fn
 
 # %% auto #0

@@ -7,9 +7,8 @@ Docs: https://fastai-det.github.io/fastai_det/single_object.html.md"""
 # %% ../nbs/02_single_object.ipynb #5c5b3ad3
 from __future__ import annotations
 import math
-import torch, torchvision
+import torch
 import torch.nn.functional as F
-from pathlib import Path
 from torch import nn, Tensor
 from fastai.vision.all import *
 from .boxes import show_target_pred

@@ -23,7 +23,7 @@ from fastai.torch_basics import TensorMultiCategory
 from torchvision.models import resnet18
 from torchvision.ops import generalized_box_iou_loss
 import matplotlib.pyplot as plt
-from .boxes import cxcywh2xyxy, xyxy2cxcywh, encode_boxes, decode_boxes, show_boxes, label_color, show_target_pred
+from .boxes import cxcywh2xyxy, xyxy2cxcywh, encode_boxes, decode_boxes, show_target_pred
 from .anchors import make_anchors, flatten_conv, anchors_per_cell, LESSON_ZOOMS, LESSON_RATIOS
 from .matching import match_anchors, match_one
 from .postprocess import detect

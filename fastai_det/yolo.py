@@ -14,12 +14,9 @@ from fastcore.basics import store_attr
 from fastcore.meta import delegates
 from fastai.torch_core import Module
 from fastai.learner import Learner
-from fastai.torch_basics import TensorMultiCategory
-from fastai.vision.core import TensorBBox
 from torchvision.models import mobilenet_v3_large
 from .boxes import box_iou, cxcywh2xyxy, xyxy2cxcywh
 from .anchors import make_anchors, flatten_conv
-from .postprocess import detect
 from .ssd import DetLoss, DetLearner, LossPart, LossParts, n_classes, targets01, plain
 from .bodies import create_det_body, add_norm, wants_norm, det_splitter, BodyFeatures
 

@@ -45,3 +45,19 @@ def test_library_names_are_defined():
             if isinstance(m, UndefinedName): bad.append(str(m))
     for f in sorted((root/'fastai_det').glob('*.py')): checkPath(str(f), R(io.StringIO(), io.StringIO()))
     assert not bad, "\n".join(bad)
+
+def test_library_has_no_unused_imports():
+    """An import a module does not use is dead weight in the library (often a name only the notebook's other cells
+    need: it belongs in the notebook's hidden import cell). Imports kept for what they do when imported say `noqa`."""
+    from pyflakes.api import checkPath
+    from pyflakes.reporter import Reporter
+    from pyflakes.messages import UnusedImport
+    import io
+    bad = []
+    class R(Reporter):
+        def flake(self, m):
+            line = Path(m.filename).read_text().splitlines()[m.lineno-1]
+            if isinstance(m, UnusedImport) and 'noqa' not in line: bad.append(str(m))
+    for f in sorted((root/'fastai_det').glob('*.py')):
+        if f.name != '_modidx.py': checkPath(str(f), R(io.StringIO(), io.StringIO()))
+    assert not bad, "\n".join(bad)
