@@ -14,7 +14,7 @@ import torch
 from torch import nn, Tensor
 from fastai.vision.augment import Resize
 from fastai.data.transforms import Normalize
-from .data import atomic_write, voc_xml
+from .records import atomic_write, voc_xml
 
 # %% auto #0
 __all__ = ['FORMATS', 'learner_size', 'DetectorExport', 'export_model', 'check_export', 'load_exported', 'yolo_txt',

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from fastcore.basics import store_attr
 from fastai.learner import Metric
 from .boxes import label_color
-from .data import atomic_write
+from .records import atomic_write
 
 # %% auto #0
 __all__ = ['VOC07_RECS', 'COCO_RECS', 'COCO_IOUS', 'COCO_AREAS', 'RULES', 'voc_ap', 'coco_ap', 'coco_iou', 'match_image',
