@@ -17,13 +17,19 @@ from fastai.vision.augment import Resize, aug_transforms, ResizeMethod, PadMode
 # %% auto #0
 __all__ = ['TASKS', 'rec_fname', 'rec_bbs', 'rec_lbls', 'rec_classes', 'largest_bb', 'largest_lbl', 'largest_cls', 'has_objects',
            'det_tfms', 'bb_pad_long', 'det_dblock', 'without_crowd', 'det_dls', 'shapes_dls', 'batch_images',
-           'unscale_boxes']
+           'unscale_boxes', 'ImgAnnot', 'DataError', 'atomic_write', 'write_json', 'DetItem', 'DetRecords', 'read_coco',
+           'read_voc_xml', 'VOC_CLASSES', 'read_voc', 'read_yolo', 'voc_xml', 'load_image', 'DetImage',
+           'maybe_progress', 'verify_images', 'SHAPES', 'draw_shapes_image', 'shapes_path', 'make_shapes',
+           'show_records', 'records_stats', 'plot_stats']
 
 # %% ../nbs/01_data.ipynb #003f21f0
 # this module held the readers and the dataset until 00a_records and 00b_shapes: their names stay importable from it (old imports, pickled learners)
 from .records import (ImgAnnot, DataError, atomic_write, write_json, DetItem, DetRecords, read_coco, read_voc_xml, VOC_CLASSES,  # noqa: F401
                                 read_voc, read_yolo, voc_xml, load_image, DetImage, maybe_progress, verify_images)
 from .shapes import SHAPES, draw_shapes_image, shapes_path, make_shapes, show_records, records_stats, plot_stats  # noqa: F401
+_all_ = ['ImgAnnot', 'DataError', 'atomic_write', 'write_json', 'DetItem', 'DetRecords', 'read_coco', 'read_voc_xml', 'VOC_CLASSES', 'read_voc',
+         'read_yolo', 'voc_xml', 'load_image', 'DetImage', 'maybe_progress', 'verify_images', 'SHAPES', 'draw_shapes_image', 'shapes_path',
+         'make_shapes', 'show_records', 'records_stats', 'plot_stats']   # and `from fastai_det.data import *` still brings them
 
 # %% ../nbs/01_data.ipynb #446ce0b2
 def rec_fname(o): "The image of `o`: a `DetItem`'s file, or `o` itself (a file or an image)"; return o.fname if isinstance(o, DetItem) else o
