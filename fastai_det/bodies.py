@@ -25,6 +25,7 @@ from fastai.data.transforms import Normalize
 from fastai.vision.core import imagenet_stats
 from fastai.vision.learner import create_body, model_meta
 from fastai.torch_core import params
+from fastai.callback.hook import dummy_eval, model_sizes
 import fastai.callback.schedule, fastai.callback.progress   # noqa: F401 (imported for what they add to every learner here: fit_one_cycle, fine_tune, lr_find, the progress table)
 from torchvision.models import resnet18, mobilenet_v3_large
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -32,8 +33,9 @@ from .data import atomic_write, maybe_progress
 
 # %% auto #0
 __all__ = ['WEIGHTS_DIR', 'set_bn_momentum', 'weights_file', 'body_blocks', 'save_body', 'shapes_weights', 'shapes_meta',
-           'create_det_body', 'body_out', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter', 'block_strides',
-           'freeze_stem', 'ChannelsLastBatch', 'body_and_rest', 'Features', 'precompute', 'head_learner']
+           'create_det_body', 'body_out', 'dummy_sizes', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter',
+           'block_strides', 'freeze_stem', 'ChannelsLastBatch', 'body_and_rest', 'Features', 'precompute',
+           'head_learner']
 
 # %% ../nbs/01a_bodies.ipynb #4dda93bd
 def set_bn_momentum(m:nn.Module, momentum:float=0.1)->nn.Module:
@@ -126,18 +128,25 @@ def body_out(body:nn.Module, size=(128,128))->tuple:
         finally: body.train(training)
 
 # %% ../nbs/01a_bodies.ipynb #5beb6e61
+def dummy_sizes(m:nn.Module, size=128, each:bool=False)->list:
+    "Output shapes of `m` (or, with `each`, of each of its children) for one `size` px image: fastai's `dummy_eval`/`model_sizes`, leaving the random state and every module's train/eval mode as they were"
+    modes = [(o, o.training) for o in m.modules()]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    try:
+        with torch.random.fork_rng(devices=[]):        # `dummy_eval` draws its image from the global generator
+            if each: return [tuple(s) for s in model_sizes(m, size)]
+            out = dummy_eval(m, size)
+    finally:
+        for o,t in modes: o.training = t
+    return [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else tuple(out.shape)
+
 class BodyFeatures(Module):
     "Run `body` block by block and return its last map at each stride of `strides` (C3, C4, C5 for 8, 16, 32)"
     def __init__(self, body:nn.Module, strides=(8,16,32), size:int=128):
         self.blocks,self.strides = nn.ModuleList(body_blocks(body)), tuple(strides)
-        with torch.no_grad():
-            x,self.take = torch.zeros(1, 3, size, size),{}
-            training = body.training; body.eval()
-            for i,b in enumerate(self.blocks):
-                x = b(x)
-                s = size // x.shape[-1]
-                if s in self.strides: self.take[s] = (i, x.shape[1])
-            body.train(training)
+        self.take = {}
+        for i,sh in enumerate(dummy_sizes(nn.Sequential(*self.blocks), size, each=True)):
+            if size // sh[-1] in self.strides: self.take[size // sh[-1]] = (i, sh[1])     # the last block at each stride
         missing = [s for s in self.strides if s not in self.take]
         if missing: raise ValueError(f"the body has no map at strides {missing} for {size} px images")
         self.last = max(i for i,_ in self.take.values())
@@ -170,12 +179,7 @@ def det_splitter(model:nn.Module)->list:
 # %% ../nbs/01a_bodies.ipynb #20526ba7
 def block_strides(body:nn.Module, size:int=64)->list:
     "The output stride of each of `body_blocks(body)`, from one forward pass of a `size` px image"
-    x,res = torch.zeros(1, 3, size, size),[]
-    training = body.training; body.eval()
-    with torch.no_grad():
-        for b in body_blocks(body): x = b(x); res.append(size // x.shape[-1])
-    body.train(training)
-    return res
+    return [size // sh[-1] for sh in dummy_sizes(nn.Sequential(*body_blocks(body)), size, each=True)]
 
 def _freeze_bn(m:nn.Module)->None:
     "Replace every `BatchNorm2d` under `m` by torchvision's `FrozenBatchNorm2d` with the same statistics and affine weights"

@@ -15,7 +15,7 @@ from fastai.learner import Learner
 from torchvision.models import resnet18
 from .anchors import make_anchors, flatten_conv
 from .ssd import SSDLoss, DetLearner, LossPart, LossParts, cls_bias, n_classes
-from .bodies import create_det_body, add_norm, wants_norm, det_splitter, BodyFeatures
+from .bodies import create_det_body, dummy_sizes, add_norm, wants_norm, det_splitter, BodyFeatures
 from .focal import cls_loss_fn
 
 # %% auto #0
@@ -71,7 +71,7 @@ class RetinaNet(Module):
     def forward(self, x): return self.head(self.fpn(self.body(x)))
     def grids(self, size:int=128)->list:
         "The grid size of each pyramid level for `size` px images"
-        with torch.no_grad(): return [p.shape[-1] for p in self.fpn(self.body(torch.zeros(1, 3, size, size)))]
+        return [s[-1] for s in dummy_sizes(nn.Sequential(self.body, self.fpn), size)]
 
 # %% ../nbs/10_retinanet.ipynb #35723f51
 @delegates(Learner.__init__)

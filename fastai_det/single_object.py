@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from fastai.vision.all import *
 from .boxes import show_target_pred
-from .bodies import create_det_body, body_out, add_norm, wants_norm, det_splitter, BodyFeatures
+from .bodies import create_det_body, dummy_sizes, body_out, add_norm, wants_norm, det_splitter, BodyFeatures
 from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
@@ -123,9 +123,8 @@ def single_object_learner(dls, # `task='largest'` DataLoaders
     sz = tuple(dls.one_batch()[0].shape[-2:]) if dls.train.n else (128,128)
     if pyramid:
         body = BodyFeatures(body)
-        with torch.no_grad(): last = body.eval()(torch.zeros(1, 3, *sz))[-1]
-        body.train()
-        model = nn.Sequential(body, PyramidHead(body.channels, 4 + n_cls, last_hw=last.shape[-2]*last.shape[-1], last_k=1, fine_stride=2))
+        last = dummy_sizes(body, sz)[-1]
+        model = nn.Sequential(body, PyramidHead(body.channels, 4 + n_cls, last_hw=last[-2]*last[-1], last_k=1, fine_stride=2))
     else: model = nn.Sequential(body, single_object_head(math.prod(body_out(body, sz)), 4 + n_cls, nh, ps))
     mets = ([detn_acc] if cls else []) + ([partial(detn_l1, sz=sz[-1])] if box else [])
     if metrics is None: metrics = mets

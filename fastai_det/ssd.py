@@ -27,7 +27,7 @@ from .boxes import cxcywh2xyxy, xyxy2cxcywh, encode_boxes, decode_boxes, show_ta
 from .anchors import make_anchors, flatten_conv, anchors_per_cell, LESSON_ZOOMS, LESSON_RATIOS
 from .matching import match_anchors, match_one
 from .postprocess import detect
-from .bodies import create_det_body, add_norm, wants_norm, det_splitter
+from .bodies import create_det_body, dummy_sizes, add_norm, wants_norm, det_splitter
 from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
@@ -356,11 +356,10 @@ def ssd_learner(dls, # detection `DataLoaders` (task 'boxes')
     if normalize and wants_norm(pretrained): add_norm(dls)
     xb = dls.one_batch()[0] if dls.train.n else None
     sz = xb.shape[-2:] if xb is not None else (128,128)
-    with torch.no_grad(): fmap = body.eval()(torch.zeros(1, 3, *sz))
-    body.train()
+    fmap = dummy_sizes(body, tuple(sz))                                 # (1, c, h, w) of the body's last map
     grids = (grids,) if isinstance(grids, int) else tuple(grids)
     ancs = make_anchors(grids, zooms, ratios)
-    head = SSDHead(fmap.shape[1], n_cls, anchors_per_cell(zooms, ratios), head_strides(fmap.shape[-1], grids), nf=nf,
+    head = SSDHead(fmap[1], n_cls, anchors_per_cell(zooms, ratios), head_strides(fmap[-1], grids), nf=nf,
                    drop=drop, ps=ps, prior=prior, softmax=getattr(loss, 'softmax', False))
     loss_func = SSDLoss(ancs, loss, encoding, thresh, **(loss_kw or {}))
     metrics = [LossPart('loc'), LossPart('cls')] + list(metrics or [])

@@ -18,7 +18,7 @@ from torchvision.models import mobilenet_v3_large
 from .boxes import box_iou, cxcywh2xyxy, xyxy2cxcywh
 from .anchors import make_anchors, flatten_conv
 from .ssd import DetLoss, DetLearner, LossPart, LossParts, n_classes, targets01, plain
-from .bodies import create_det_body, add_norm, wants_norm, det_splitter, BodyFeatures
+from .bodies import create_det_body, dummy_sizes, add_norm, wants_norm, det_splitter, BodyFeatures
 
 # %% auto #0
 __all__ = ['wh_iou', 'grid_offsets', 'yolo_targets_one', 'yolo_targets', 'n_lost', 'yolo_v1_targets', 'dls_boxes', 'dls_wh',
@@ -243,8 +243,7 @@ class YoloModel(Module):
     def forward(self, x): return self.head(self.body(x))
     def grids(self, size:int=128)->list:
         "The grid of each scale for `size` px images, in anchor order (finest first)"
-        with torch.no_grad(): c3,c4,c5 = [o.shape[-1] for o in self.body.eval()(torch.zeros(1, 3, size, size))]
-        self.body.train()
+        c3,c4,c5 = [s[-1] for s in dummy_sizes(self.body, size)]
         return [c5] if self.head.scales == 1 else [c3, c4, c5]
 
 # %% ../nbs/10b_yolo.ipynb #aac6fc0e
