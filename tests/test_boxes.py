@@ -53,3 +53,18 @@ def test_encode_decode_roundtrip():
     bb = torch.stack([_boxes(g, 30, 0., 1.) for _ in range(4)]).clamp(min=0)
     bb[...,2:] = torch.maximum(bb[...,2:], bb[...,:2]+1e-3)
     torch.testing.assert_close(decode_boxes(encode_boxes(bb, anc), anc), bb, atol=1e-5, rtol=1e-5)
+
+@pytest.mark.parametrize('seed', range(5))
+def test_coder_equals_torchvision_boxcoder(seed):
+    """encode_boxes/decode_boxes with variances (v0, v1) are torchvision's BoxCoder with weights (1/v0, 1/v0, 1/v1, 1/v1),
+    its clip of the exponent included; they differ only on zero-size targets, whose log we clamp (torchvision gives -inf)"""
+    from torchvision.models.detection._utils import BoxCoder
+    g = torch.Generator().manual_seed(seed)
+    a, t = _boxes(g, 300, degenerate=0).float(), _boxes(g, 300, degenerate=0).float()
+    a[:, 2:] += 1                                                     # anchors have a size
+    for v in ((0.1, 0.2), (1., 1.), (0.1, 0.1)):
+        bc = BoxCoder((1/v[0], 1/v[0], 1/v[1], 1/v[1]))
+        off = encode_boxes(t, xyxy2cxcywh(a), v)
+        torch.testing.assert_close(off, bc.encode_single(t, a), rtol=1e-4, atol=1e-4)
+        big = off.clone(); big[:5, 2:] = 50.                             # past the clip: both give finite boxes, the same ones
+        torch.testing.assert_close(decode_boxes(big, xyxy2cxcywh(a), v), bc.decode_single(big, a), rtol=1e-4, atol=1e-3)

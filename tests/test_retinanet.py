@@ -68,3 +68,24 @@ def test_learner_ce_sep(tmp_path):
     assert learn.loss_func.softmax and any(c.groups > 1 for c in learn.model.head.modules() if isinstance(c, torch.nn.Conv2d))
     with torch.no_grad(): c, _ = learn.model.eval()(dls.one_batch()[0])
     assert c.softmax(-1)[..., 0].mean().item() > .95
+
+def test_fpn_equals_torchvision():
+    """Our FPN is torchvision's FeaturePyramidNetwork with LastLevelP6P7 on C5 (RetinaNet's extra levels), given the same
+    weights: 1x1 laterals, nearest top-down upsampling to the lateral's size, 3x3 smoothing, P6 from C5, P7 from relu(P6)"""
+    from collections import OrderedDict
+    from torchvision.ops import FeaturePyramidNetwork
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    torch.manual_seed(0)
+    chs, nf = [24, 40, 96], 32
+    ours = FPN(chs, nf, n_extra=2)
+    tv = FeaturePyramidNetwork(chs, nf, extra_blocks=LastLevelP6P7(chs[-1], nf))
+    pairs = [(tv.inner_blocks[i][0], ours.lat[i]) for i in range(3)] + [(tv.layer_blocks[i][0], ours.smooth[i]) for i in range(3)]
+    pairs += [(tv.extra_blocks.p6, ours.extra[0]), (tv.extra_blocks.p7, ours.extra[1])]
+    with torch.no_grad():
+        for t,o in pairs: t.weight.copy_(o.weight); t.bias.copy_(o.bias)
+    for sizes in ((16, 8, 4), (15, 8, 4), (20, 10, 5)):             # odd sizes: upsampling goes to the lateral's size, not x2
+        cs = [torch.randn(2, c, s, s + 1) for c,s in zip(chs, sizes)]
+        want = list(tv(OrderedDict((str(i), c) for i,c in enumerate(cs))).values())
+        got = ours(cs)
+        assert len(got) == len(want) == 5
+        for a,b in zip(got, want): torch.testing.assert_close(a, b)
