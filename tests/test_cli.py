@@ -325,21 +325,25 @@ def test_loss_picture_has_its_curves(trained):
     assert left > 150 and right > 150, (left, right)                   # an empty panel has none (its legend samples are too thin)
 
 def test_tta(trained, data, tmp_path, capsys):
-    "predict --tta sees each image as it is and mirrored, so an image and its mirror get mirrored detections; eval --tta records it"
+    """predict --tta sees each image as it is and mirrored, so an image and its mirror get mirrored detections (as sets:
+    a box at an NMS IoU of almost exactly 0.5 may go either way by rounding, so 90% must match); without --tta they do not"""
     out, _ = trained
     im = Image.open(sorted((data/'JPEGImages').glob('test_*.jpg'))[0]).convert('RGB').resize((128, 128))   # the input size: no resampling
     im.save(tmp_path/'a.png'); im.transpose(Image.FLIP_LEFT_RIGHT).save(tmp_path/'m.png')
-    res = {}
-    for f in ('a', 'm'):
-        code, _, err = run_here(capsys, 'predict', '--weights', out/'model.pkl', tmp_path/f'{f}.png', '--out', tmp_path/f'p{f}', '--thresh', '0.01', '--tta')
-        assert code == 0, err
-        res[f] = json.loads((tmp_path/f'p{f}'/'predictions.json').read_text())
-    assert len(res['a']) and len(res['a']) == len(res['m'])
-    row = lambda d, mirror: [128 - d['bbox'][0] - d['bbox'][2] if mirror else d['bbox'][0], *d['bbox'][1:], d['score']*1e3, d['category_id']*1e3]
-    a = torch.tensor([row(d, True) for d in res['a']], dtype=torch.float64)
-    m = torch.tensor([row(d, False) for d in res['m']], dtype=torch.float64)
-    dist = torch.cdist(a, m, compute_mode='donot_use_mm_for_euclid_dist')
-    assert dist.min(1).values.max() < 0.05 and dist.min(0).values.max() < 0.05        # the same detections as sets (rounded to 0.01 px in the json)
+    def matched(*flags):
+        res = {}
+        for f in ('a', 'm'):
+            code, _, err = run_here(capsys, 'predict', '--weights', out/'model.pkl', tmp_path/f'{f}.png', '--out', tmp_path/f'p{f}', '--thresh', '0.01', *flags)
+            assert code == 0, err
+            res[f] = json.loads((tmp_path/f'p{f}'/'predictions.json').read_text())
+        assert len(res['a']) and len(res['m'])
+        row = lambda d, mirror: [128 - d['bbox'][0] - d['bbox'][2] if mirror else d['bbox'][0], *d['bbox'][1:], d['score']*1e3, d['category_id']*1e3]
+        a = torch.tensor([row(d, True) for d in res['a']], dtype=torch.float64)
+        m = torch.tensor([row(d, False) for d in res['m']], dtype=torch.float64)
+        dist = torch.cdist(a, m, compute_mode='donot_use_mm_for_euclid_dist')      # (rounded to 0.01 px and 1e-5 in the json)
+        return min((dist.min(1).values < 0.05).float().mean(), (dist.min(0).values < 0.05).float().mean())
+    assert matched('--tta') >= 0.9
+    assert matched() < 0.5
     code, _, err = run_here(capsys, 'eval', '--weights', out/'model.pkl', '--data', data, '--split', 'test', '--out', tmp_path/'ev', '--tta')
     assert code == 0, err
     assert json.loads((tmp_path/'ev'/'metrics.json').read_text())['tta'] is True
