@@ -26,14 +26,15 @@ from fastai.vision.core import imagenet_stats
 from fastai.vision.learner import create_body, model_meta
 from fastai.torch_core import params
 from fastai.callback.hook import dummy_eval, model_sizes
+from fastai.torch_core import one_param
 import fastai.callback.schedule, fastai.callback.progress   # noqa: F401 (imported for what they add to every learner here: fit_one_cycle, fine_tune, lr_find, the progress table)
 from torchvision.models import resnet18, mobilenet_v3_large
 from torchvision.ops.misc import FrozenBatchNorm2d
-from .data import atomic_write, maybe_progress
+from .records import atomic_write, maybe_progress
 
 # %% auto #0
 __all__ = ['WEIGHTS_DIR', 'set_bn_momentum', 'weights_file', 'body_blocks', 'save_body', 'shapes_weights', 'shapes_meta',
-           'create_det_body', 'body_out', 'dummy_sizes', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter',
+           'create_det_body', 'dummy_sizes', 'body_out', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter',
            'block_strides', 'freeze_stem', 'ChannelsLastBatch', 'body_and_rest', 'Features', 'precompute',
            'head_learner']
 
@@ -118,28 +119,25 @@ def create_det_body(arch=resnet18, # a torchvision model function, e.g. `mobilen
     return body
 
 # %% ../nbs/01a_bodies.ipynb #3e40c515
-def body_out(body:nn.Module, size=(128,128))->tuple:
-    "(channels, h, w) of `body`'s output for one image of `size` (an int or (h,w))"
-    h,w = (size,size) if isinstance(size, int) else size
-    n_in = next(p for p in body.parameters() if p.dim()==4).shape[1]
-    with torch.no_grad():
-        training = body.training; body.eval()
-        try: return tuple(body(torch.zeros(1, n_in, h, w, device=next(body.parameters()).device)).shape[1:])
-        finally: body.train(training)
-
-# %% ../nbs/01a_bodies.ipynb #5beb6e61
-def dummy_sizes(m:nn.Module, size=128, each:bool=False)->list:
+def dummy_sizes(m:nn.Module, size=128, each:bool=False)->list|tuple:
     "Output shapes of `m` (or, with `each`, of each of its children) for one `size` px image: fastai's `dummy_eval`/`model_sizes`, leaving the random state and every module's train/eval mode as they were"
+    if each and not isinstance(m, nn.Sequential): raise TypeError("dummy_sizes(each=True) needs an nn.Sequential: the sizes of its children")
     modes = [(o, o.training) for o in m.modules()]
+    p = one_param(m)
     size = (size, size) if isinstance(size, int) else tuple(size)
     try:
-        with torch.random.fork_rng(devices=[]):        # `dummy_eval` draws its image from the global generator
+        with torch.random.fork_rng(devices=[p.device] if p.is_cuda else []):   # `dummy_eval` draws its image from the global generator
             if each: return [tuple(s) for s in model_sizes(m, size)]
             out = dummy_eval(m, size)
     finally:
         for o,t in modes: o.training = t
     return [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else tuple(out.shape)
 
+def body_out(body:nn.Module, size=(128,128))->tuple:
+    "(channels, h, w) of `body`'s output for one image of `size` (an int or (h,w))"
+    return dummy_sizes(body, size)[1:]
+
+# %% ../nbs/01a_bodies.ipynb #5beb6e61
 class BodyFeatures(Module):
     "Run `body` block by block and return its last map at each stride of `strides` (C3, C4, C5 for 8, 16, 32)"
     def __init__(self, body:nn.Module, strides=(8,16,32), size:int=128):

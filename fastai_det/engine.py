@@ -162,6 +162,8 @@ class Checkpoint(SaveModelCallback):
     def __init__(self, fname, settings:dict|None=None):
         super().__init__(fname=Path(fname).stem, every_epoch=True, with_opt=True)
         self.path,self.settings = Path(fname),dict(settings or {})
+    def after_epoch(self):          # fastai calls it for the epochs `start_epoch` skips too: nothing new to save, and a kill there must not rewind the file
+        if self.epoch >= len(getattr(self.learn, 'prior_history', [])): super().after_epoch()
     def _save(self, name):          # fastai's `learn.save` writes models/{name}_{epoch}.pth in place; `--resume` needs one file, whole, and what the run was
         model = getattr(self.learn.model, 'module', self.learn.model)           # unwrap DDP
         state = dict(model=model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,

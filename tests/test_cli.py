@@ -347,3 +347,17 @@ def test_tta(trained, data, tmp_path, capsys):
     code, _, err = run_here(capsys, 'eval', '--weights', out/'model.pkl', '--data', data, '--split', 'test', '--out', tmp_path/'ev', '--tta')
     assert code == 0, err
     assert json.loads((tmp_path/'ev'/'metrics.json').read_text())['tta'] is True
+
+def test_checkpoint_writes_only_the_epochs_a_fit_trains(tmp_path):
+    "fastai calls after_epoch for the epochs `start_epoch` skips too: a resumed fit must not rewrite the checkpoint for them"
+    from fastai.test_utils import synth_learner
+    from fastai_det.engine import Checkpoint
+    saved = []
+    class Counting(Checkpoint):
+        def _save(self, name): saved.append(self.epoch); super()._save(name)
+    learn = synth_learner(n_trn=64, n_val=16)
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3, cbs=Counting(tmp_path/'ck.pth'))
+    assert saved == [0, 1] and torch.load(tmp_path/'ck.pth', weights_only=False)['epoch'] == 1
+    saved.clear(); learn.prior_history = torch.load(tmp_path/'ck.pth', weights_only=False)['history']
+    with learn.no_bar(), learn.no_logging(): learn.fit(4, 1e-3, start_epoch=2, cbs=Counting(tmp_path/'ck.pth'))
+    assert saved == [2, 3] and len(torch.load(tmp_path/'ck.pth', weights_only=False)['history']) == 4
