@@ -27,14 +27,14 @@ from .boxes import cxcywh2xyxy, xyxy2cxcywh, encode_boxes, decode_boxes, show_ta
 from .anchors import make_anchors, flatten_conv, anchors_per_cell, LESSON_ZOOMS, LESSON_RATIOS
 from .matching import match_anchors, match_one
 from .postprocess import detect
-from .bodies import create_det_body, dummy_sizes, add_norm, wants_norm, det_splitter
+from .bodies import create_det_body, dummy_sizes, add_norm, wants_norm, det_splitter, body_blocks, block_strides
 from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
 __all__ = ['StdConv', 'cls_bias', 'OutConv', 'head_strides', 'SSDHead', 'actn_to_bb', 'bb_to_actn', 'bce_cls_loss_onehot',
            'bce_cls_loss', 'ce_cls_loss', 'targets01', 'ssd_1_loss', 'ssd_loss_loop', 'plain', 'DetLoss', 'SSDLoss',
-           'LossPart', 'LossParts', 'flip_boxes', 'FlipInputs', 'DetLearner', 'plot_top_losses', 'n_classes',
-           'ssd_learner', 'TimeBudget']
+           'LossPart', 'LossParts', 'flip_boxes', 'FlipInputs', 'DetLearner', 'plot_top_losses', 'cut_at_stride',
+           'n_classes', 'ssd_learner', 'TimeBudget']
 
 # %% ../nbs/08_ssd.ipynb #446a9a99
 class StdConv(nn.Sequential):
@@ -331,6 +331,13 @@ def plot_top_losses(x:TensorImage, y:tuple, samples, outs, raws, losses, nrows=N
     for a in pairs[n:].flatten(): a.axis('off')
     return axs
 
+# %% ../nbs/08_ssd.ipynb #754da6c1
+def cut_at_stride(body:nn.Module, stride:int)->nn.Sequential:
+    "The blocks of `body` (`body_blocks`) up to the last one whose output stride is `stride`"
+    st = block_strides(body)
+    if stride not in st: raise ValueError(f"the body has no block with output stride {stride}; its blocks have strides {sorted(set(st))}")
+    return nn.Sequential(*body_blocks(body)[:max(i for i,s in enumerate(st) if s == stride)+1])
+
 # %% ../nbs/08_ssd.ipynb #039be91a
 def n_classes(dls)->int:
     "The number of object classes of detection `dls` (its vocab without `'#na#'`), or a `ValueError` saying how to make them"
@@ -347,12 +354,14 @@ def ssd_learner(dls, # detection `DataLoaders` (task 'boxes')
                 loss=bce_cls_loss, # the class loss function: `bce_cls_loss` (the lesson's), `ce_cls_loss`, `focal_cls_loss` (09)
                 encoding:str='tanh', thresh:float=0.5,
                 pretrained=False, # False, 'shapes', True/'imagenet' or a `save_body` file (see `create_det_body`)
+                body_stride:int|None=None, # cut the body after its last block at this output stride (16: its 8x8 map at 128 px); None keeps it whole
                 normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained, as `vision_learner` does
                 nf:int=256,
                 drop:float=0.1, ps:float=0.25, prior:float=0.01, loss_kw:dict|None=None, metrics=None, cbs=None, **kwargs)->DetLearner:
     "An SSD `DetLearner`: body of `arch`, the lesson's head on `grids`, anchors from `zooms`x`ratios`, `SSDLoss(loss)`"
     n_cls = n_classes(dls)
     body = create_det_body(arch, pretrained=pretrained)
+    if body_stride is not None: body = cut_at_stride(body, body_stride)
     if normalize and wants_norm(pretrained): add_norm(dls)
     xb = dls.one_batch()[0] if dls.train.n else None
     sz = xb.shape[-2:] if xb is not None else (128,128)

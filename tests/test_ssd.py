@@ -140,3 +140,17 @@ def test_flip_tta_is_mirror_equivariant(tmp_path):
     row = lambda b, d: torch.cat([b, d['scores'][:,None]*1e3, d['labels'][:,None]*1e3], 1).double()
     d = torch.cdist(row(mirrored, a), row(m['boxes'], m), compute_mode='donot_use_mm_for_euclid_dist')
     assert d.min(1).values.max() < 1e-2 and d.min(0).values.max() < 1e-2     # the same boxes, scores and labels, as sets (ties may reorder them)
+
+
+def test_body_stride_cuts_the_body_where_asked():
+    "`ssd_learner(body_stride=16)` hands the head the body's 8x8 map at 128 px; the grids and anchors stay the lesson's"
+    from fastai_det.ssd import cut_at_stride
+    from fastai_det.bodies import create_det_body, body_out, block_strides
+    body = create_det_body(torchvision.models.resnet18)
+    assert body_out(cut_at_stride(body, 16), (128, 128)) == (256, 8, 8)
+    assert body_out(cut_at_stride(body, 32), (128, 128)) == body_out(body, (128, 128))
+    assert max(block_strides(cut_at_stride(body, 8))) == 8
+    with pytest.raises(ValueError, match='no block with output stride 64'): cut_at_stride(body, 64)
+    h = SSDHead(256, 5, k=9, strides=head_strides(8)).eval()
+    c, b = h(cut_at_stride(body, 16).eval()(torch.randn(2, 3, 128, 128)))
+    assert c.shape == (2, 189, 6) and b.shape == (2, 189, 4)
