@@ -35,8 +35,8 @@ from .records import atomic_write, maybe_progress
 # %% auto #0
 __all__ = ['WEIGHTS_DIR', 'set_bn_momentum', 'weights_file', 'body_blocks', 'save_body', 'shapes_weights', 'shapes_meta',
            'create_det_body', 'dummy_sizes', 'body_out', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter',
-           'block_strides', 'freeze_stem', 'ChannelsLastBatch', 'body_and_rest', 'Features', 'precompute',
-           'head_learner']
+           'block_strides', 'cut_at_stride', 'freeze_stem', 'ChannelsLastBatch', 'body_and_rest', 'Features',
+           'precompute', 'head_learner']
 
 # %% ../nbs/01a_bodies.ipynb #4dda93bd
 def set_bn_momentum(m:nn.Module, momentum:float=0.1)->nn.Module:
@@ -178,6 +178,12 @@ def det_splitter(model:nn.Module)->list:
 def block_strides(body:nn.Module, size:int=64)->list:
     "The output stride of each of `body_blocks(body)`, from one forward pass of a `size` px image"
     return [size // sh[-1] for sh in dummy_sizes(nn.Sequential(*body_blocks(body)), size, each=True)]
+
+def cut_at_stride(body:nn.Module, stride:int)->nn.Sequential:
+    "The blocks of `body` (`body_blocks`) up to the last one whose output stride is `stride`"
+    st = block_strides(body)
+    if stride not in st: raise ValueError(f"the body has no block with output stride {stride}; its blocks have strides {sorted(set(st))}")
+    return nn.Sequential(*body_blocks(body)[:max(i for i,s in enumerate(st) if s == stride)+1])
 
 def _freeze_bn(m:nn.Module)->None:
     "Replace every `BatchNorm2d` under `m` by torchvision's `FrozenBatchNorm2d` with the same statistics and affine weights"

@@ -27,14 +27,14 @@ from .boxes import cxcywh2xyxy, xyxy2cxcywh, encode_boxes, decode_boxes, show_ta
 from .anchors import make_anchors, flatten_conv, anchors_per_cell, LESSON_ZOOMS, LESSON_RATIOS
 from .matching import match_anchors, match_one
 from .postprocess import detect
-from .bodies import create_det_body, dummy_sizes, add_norm, wants_norm, det_splitter, body_blocks, block_strides
+from .bodies import create_det_body, dummy_sizes, add_norm, wants_norm, det_splitter, cut_at_stride
 from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
 __all__ = ['StdConv', 'cls_bias', 'OutConv', 'head_strides', 'SSDHead', 'actn_to_bb', 'bb_to_actn', 'bce_cls_loss_onehot',
            'bce_cls_loss', 'ce_cls_loss', 'targets01', 'ssd_1_loss', 'ssd_loss_loop', 'plain', 'DetLoss', 'SSDLoss',
-           'LossPart', 'LossParts', 'flip_boxes', 'FlipInputs', 'DetLearner', 'plot_top_losses', 'cut_at_stride',
-           'n_classes', 'ssd_learner', 'TimeBudget']
+           'LossPart', 'LossParts', 'flip_boxes', 'FlipInputs', 'DetLearner', 'plot_top_losses', 'n_classes',
+           'ssd_learner', 'TimeBudget']
 
 # %% ../nbs/08_ssd.ipynb #446a9a99
 class StdConv(nn.Sequential):
@@ -330,13 +330,6 @@ def plot_top_losses(x:TensorImage, y:tuple, samples, outs, raws, losses, nrows=N
         o[-1].show(ctx=a_p); a_p.set_title('prediction', fontsize=8)
     for a in pairs[n:].flatten(): a.axis('off')
     return axs
-
-# %% ../nbs/08_ssd.ipynb #754da6c1
-def cut_at_stride(body:nn.Module, stride:int)->nn.Sequential:
-    "The blocks of `body` (`body_blocks`) up to the last one whose output stride is `stride`"
-    st = block_strides(body)
-    if stride not in st: raise ValueError(f"the body has no block with output stride {stride}; its blocks have strides {sorted(set(st))}")
-    return nn.Sequential(*body_blocks(body)[:max(i for i,s in enumerate(st) if s == stride)+1])
 
 # %% ../nbs/08_ssd.ipynb #039be91a
 def n_classes(dls)->int:

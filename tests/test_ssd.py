@@ -144,7 +144,7 @@ def test_flip_tta_is_mirror_equivariant(tmp_path):
 
 def test_body_stride_cuts_the_body_where_asked():
     "`ssd_learner(body_stride=16)` hands the head the body's 8x8 map at 128 px; the grids and anchors stay the lesson's"
-    from fastai_det.ssd import cut_at_stride
+    from fastai_det.bodies import cut_at_stride
     from fastai_det.bodies import create_det_body, body_out, block_strides
     body = create_det_body(torchvision.models.resnet18)
     assert body_out(cut_at_stride(body, 16), (128, 128)) == (256, 8, 8)
