@@ -78,9 +78,8 @@ def run_ours(tr, va, a, pretrained):
     import torch
     from fastai.callback.core import Callback, CancelValidException
     from fastai_det.engine import build_learner
-    from fastai_det.bodies import ChannelsLastBatch
+    from fastai_det.bodies import ChannelsLastBatch, freeze_stem
     from fastai_det.data import det_dls
-    from fastai_det.bodies import freeze_stem
     from fastai_det.ssd import TimeBudget
     from fastai_det.cli import parser
     d = parser().parse_args(['train'])                               # the CLI's defaults: model, loss, arch, bs, lr

@@ -59,9 +59,11 @@ def body_blocks(body:nn.Module)->list:
 def save_body(body:nn.Module, fn,
               half:bool=False, # store floating-point weights in fp16 (half the file; they load back as fp32)
              )->Path:
-    "Save `body`'s weights block by block, for `create_det_body(arch, pretrained=fn)` in any model built on the same `arch`"
-    sd = nn.Sequential(*body_blocks(body)).state_dict()
+    "Save `body`'s weights block by block, for `create_det_body(arch, pretrained=fn)` in any model built on the same `arch` (a body cut by `cut_at_stride` loads back cut as it was)"
+    blocks = body_blocks(body)
+    sd = nn.Sequential(*blocks).state_dict()
     if half: sd = {k: v.half() if v.is_floating_point() else v for k,v in sd.items()}
+    sd['n_blocks'] = torch.tensor(len(blocks))                  # how many of `arch`'s blocks the body had
     return atomic_write(fn, lambda p: torch.save(sd, p))
 
 # %% ../nbs/01a_bodies.ipynb #b050b924
@@ -82,12 +84,17 @@ def shapes_meta(arch=mobilenet_v3_large)->dict:
     return json.loads(shapes_weights(arch).with_suffix('.json').read_text())
 
 # %% ../nbs/01a_bodies.ipynb #19fb3d01
-def _load_body(body, fn, name, n_in):
+def _load_body(body, fn, name, n_in)->nn.Module:
+    "`body` with the weights of the `save_body` file `fn`; the first blocks of `body` only, if the file's body was cut"
     try: sd = torch.load(fn, map_location='cpu', weights_only=True)
     except Exception as e: raise ValueError(f"{fn}: not a body file written by `save_body` ({type(e).__name__})") from e
+    blocks = body_blocks(body)
+    n = int(sd.pop('n_blocks', len(blocks)))
+    if n < len(blocks): body = nn.Sequential(*blocks[:n])      # saved from a body cut by `cut_at_stride`: give it back cut
     try: nn.Sequential(*body_blocks(body)).load_state_dict(sd)
     except RuntimeError as e: raise ValueError(f"{fn}: holds the weights of another body, not of {name} with {n_in} input "
                                                f"channels; make it with `save_body` on a {name} body") from e
+    return body
 
 def create_det_body(arch=resnet18, # a torchvision model function, e.g. `mobilenet_v3_large`
                     pretrained:bool|str|Path=False, # False; 'shapes' (shipped); True/'imagenet' (local torch cache, never downloaded); a `save_body` file
@@ -95,7 +102,7 @@ def create_det_body(arch=resnet18, # a torchvision model function, e.g. `mobilen
                     cut=None, # where to cut `arch` (default: fastai's `model_meta`)
                     bn_momentum:float=0.1, # BatchNorm momentum of a body not trained on ImageNet
                    )->nn.Module:
-    "The body of torchvision's `arch`: random weights, the shipped shapes weights, ImageNet's from the local cache, or a `save_body` file"
+    "The body of torchvision's `arch`: random weights, the shipped shapes weights, ImageNet's from the local cache, or a `save_body` file (of a cut body: cut the same)"
     name = getattr(arch, '__name__', str(arch))
     imagenet = pretrained is True or pretrained == 'imagenet'
     if imagenet:
@@ -115,8 +122,7 @@ def create_det_body(arch=resnet18, # a torchvision model function, e.g. `mobilen
         fn = Path(pretrained)
         if not fn.is_file(): raise FileNotFoundError(f"pretrained={str(pretrained)!r}: no such file; pass 'shapes' (the shipped body), "
                                                      f"True (ImageNet weights), False, or a file written by `save_body`")
-    _load_body(body, fn, name, n_in)
-    return body
+    return _load_body(body, fn, name, n_in)
 
 # %% ../nbs/01a_bodies.ipynb #3e40c515
 def dummy_sizes(m:nn.Module, size=128, each:bool=False)->list|tuple:

@@ -134,7 +134,8 @@ def batch_images(dl, # the `TfmdDL` that made the batch
 def unscale_boxes(bbs:torch.Tensor, # (...,4) xyxy in [-1,1] of the (squished) model input
                   size, # (w,h) of the image to map to: the input itself, or the original image
                  )->torch.Tensor:
-    "Batch boxes in [-1,1] -> pixels of an image of `size` (w,h) that was squished to the input, clipped to it"
+    "Batch boxes in [-1,1] -> pixels of an image of `size` (w,h) that was squished to the input, clipped to it; on `bbs`' device"
+    b = bbs.as_subclass(torch.Tensor).float()
     w,h = size
-    sz = torch.tensor([w,h,w,h], dtype=torch.float32)
-    return torch.minimum(((bbs.as_subclass(torch.Tensor).float().cpu() + 1) / 2 * sz).clamp(min=0), sz)
+    sz = torch.tensor([w,h,w,h], dtype=b.dtype, device=b.device)
+    return torch.minimum(((b + 1) / 2 * sz).clamp(min=0), sz)

@@ -138,9 +138,11 @@ def ce_cls_loss(logits:Tensor, # (bs,A,n_cls+1) logits, column 0 is background
     return ce[pos].sum() + ce[(rank < n_neg) & ~pos].sum()
 
 # %% ../nbs/08_ssd.ipynb #a3b85a76
-def targets01(bbs:Tensor, lbls:Tensor)->tuple:
-    "Batch boxes (`xyxy` in [-1,1], maybe pushed out by augmentation) -> [0,1], and labels with empty boxes as padding"
-    b = ((bbs.as_subclass(Tensor).float() + 1) / 2).clamp(0, 1)
+def targets01(bbs:Tensor, lbls:Tensor,
+              size=(1,1), # (w,h): boxes in [0,1] by default, or in pixels of an input of this size
+             )->tuple:
+    "Batch boxes (`xyxy` in [-1,1], maybe pushed out by augmentation) -> [0,1] (or pixels of `size`), clipped, and labels with empty boxes as padding"
+    b = unscale_boxes(bbs, size)
     empty = (b[...,2] <= b[...,0]) | (b[...,3] <= b[...,1])
     return b, lbls.as_subclass(Tensor).long().masked_fill(empty, 0)
 

@@ -18,7 +18,7 @@ from torchvision.ops import roi_align, batched_nms
 from torchvision.models import mobilenet_v3_large
 from .boxes import box_iou, xyxy2cxcywh, encode_boxes, decode_boxes, clip_boxes, box_valid
 from .anchors import flatten_conv
-from .ssd import DetLoss, DetLearner, LossPart, LossParts, n_classes
+from .ssd import DetLoss, DetLearner, LossPart, LossParts, n_classes, targets01
 from .bodies import create_det_body, add_norm, wants_norm, det_splitter, BodyFeatures
 from .retinanet import FPN
 
@@ -71,11 +71,6 @@ def rpn_match(iou:Tensor, # (...,G,A) IoU of each object with each anchor; paddi
     best = iou.amax(-1, keepdim=True)                             # (...,G,1) each object's best IoU
     forced = ((iou == best) & (best > 0)).any(-2)                 # anchors holding some object's best IoU
     return torch.where(forced, idx, res)
-def _gt_px(bbs, lbls, sz:int)->tuple:
-    "Batch boxes xyxy in [-1,1] -> pixels of the `sz` input, clipped; labels of empty boxes set to padding (0)"
-    b = ((bbs.as_subclass(Tensor).float() + 1) / 2 * sz).clamp(0, sz)
-    empty = (b[...,2] <= b[...,0]) | (b[...,3] <= b[...,1])
-    return b, lbls.as_subclass(Tensor).long().masked_fill(empty, 0)
 
 # %% ../nbs/10a_two_stage.ipynb #bf02fd43
 def sample_pos_neg(labels:Tensor, # (B,A) 1 positive, 0 negative, -1 ignored
@@ -218,7 +213,7 @@ class TwoStageLoss(DetLoss):
 
     def forward(self, pred, bbs, lbls):
         obj,dlt,props,valid,cls_p,box_p = [o.as_subclass(Tensor) for o in pred]
-        gt,lbl = _gt_px(bbs, lbls, self.img_size)
+        gt,lbl = targets01(bbs, lbls, (self.img_size, self.img_size))
         if lbl.shape[1] == 0: gt,lbl = gt.new_zeros(len(obj), 1, 4), lbl.new_zeros(len(obj), 1)   # a batch without objects
         # stage 1: the RPN on its sampled anchors
         lab,t_bb = self.rpn_targets(gt, lbl)

@@ -7,7 +7,7 @@ from fastai.learner import load_learner
 from fastai.torch_core import set_seed
 from fastai_det.data import make_shapes, read_coco, det_dls, det_dblock, DetItem, ImgAnnot
 from fastai_det.single_object import single_object_learner, SingleObjectLoss
-from fastai_det.bodies import create_det_body, weights_file, save_body, body_blocks
+from fastai_det.bodies import create_det_body, weights_file, save_body, body_blocks, cut_at_stride
 from fastai_det.multilabel import multilabel_learner, best_thresh
 
 ARCH = torchvision.models.mobilenet_v3_small
@@ -77,6 +77,19 @@ def test_save_body_roundtrip_and_bad_files(tmp_path):
     with pytest.raises(ValueError, match='another body'): create_det_body(ARCH, pretrained=fn, n_in=1)
     with pytest.raises(FileNotFoundError, match='save_body'): create_det_body(ARCH, pretrained=tmp_path/'nope.pth')
     assert [p.name for p in (tmp_path/'sub').iterdir()] == ['b.pth']             # no temporary file left behind
+
+def test_a_cut_body_loads_back_cut(tmp_path):
+    "A body cut by `cut_at_stride` (as `ssd_learner(body_stride=16)` cuts it) saves only its blocks and loads back cut, with its weights"
+    set_seed(0)
+    whole = create_det_body(ARCH)
+    b1 = cut_at_stride(whole, 16).eval()
+    b2 = create_det_body(ARCH, pretrained=save_body(b1, tmp_path/'cut.pth')).eval()
+    assert len(body_blocks(b2)) == len(body_blocks(b1)) < len(body_blocks(whole))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(): y1,y2 = b1(x),b2(x)
+    assert y2.shape[-2:] == (4, 4) and torch.allclose(y1, y2, atol=1e-6)
+    assert len(body_blocks(cut_at_stride(b2, 16))) == len(body_blocks(b2))      # cutting it again at its stride changes nothing
+    with pytest.raises(ValueError, match='stride 32'): cut_at_stride(b2, 32)
 
 def test_learners_take_a_saved_body(shapes, tmp_path):
     set_seed(0)

@@ -32,32 +32,29 @@ def test_has_title_and_runs_on_cpu(nb):
     for i,src in _code_cells(nb):
         assert '.cuda()' not in src, f"{nb.name} cell {i}: calls .cuda(); notebooks run on CPU in CI"
 
-def test_library_names_are_defined():
-    """A name a notebook imports in a non-exported cell works in the notebook and fails in the library: pyflakes
-    finds every undefined name in the generated modules."""
+def _flakes(kind, skip=lambda m: False)->list:
+    "pyflakes' messages of class `kind` in the generated modules (`_modidx.py` left out), unless `skip(message)`"
     from pyflakes.api import checkPath
     from pyflakes.reporter import Reporter
-    from pyflakes.messages import UndefinedName
     import io
     bad = []
     class R(Reporter):
         def flake(self, m):
-            if isinstance(m, UndefinedName): bad.append(str(m))
-    for f in sorted((root/'fastai_det').glob('*.py')): checkPath(str(f), R(io.StringIO(), io.StringIO()))
+            if isinstance(m, kind) and not skip(m): bad.append(str(m))
+    for f in sorted((root/'fastai_det').glob('*.py')):
+        if f.name != '_modidx.py': checkPath(str(f), R(io.StringIO(), io.StringIO()))
+    return bad
+
+def test_library_names_are_defined():
+    """A name a notebook imports in a non-exported cell works in the notebook and fails in the library: pyflakes
+    finds every undefined name in the generated modules."""
+    from pyflakes.messages import UndefinedName
+    bad = _flakes(UndefinedName)
     assert not bad, "\n".join(bad)
 
 def test_library_has_no_unused_imports():
     """An import a module does not use is dead weight in the library (often a name only the notebook's other cells
     need: it belongs in the notebook's hidden import cell). Imports kept for what they do when imported say `noqa`."""
-    from pyflakes.api import checkPath
-    from pyflakes.reporter import Reporter
     from pyflakes.messages import UnusedImport
-    import io
-    bad = []
-    class R(Reporter):
-        def flake(self, m):
-            line = Path(m.filename).read_text().splitlines()[m.lineno-1]
-            if isinstance(m, UnusedImport) and 'noqa' not in line: bad.append(str(m))
-    for f in sorted((root/'fastai_det').glob('*.py')):
-        if f.name != '_modidx.py': checkPath(str(f), R(io.StringIO(), io.StringIO()))
+    bad = _flakes(UnusedImport, skip=lambda m: 'noqa' in Path(m.filename).read_text().splitlines()[m.lineno-1])
     assert not bad, "\n".join(bad)
