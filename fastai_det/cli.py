@@ -6,10 +6,12 @@ Docs: https://fastai-det.github.io/fastai_det/cli.html.md"""
 
 # %% ../nbs/12_cli.ipynb #fca03345
 from __future__ import annotations
-import argparse, inspect, sys
+import argparse, inspect, sys, warnings
 from fastcore.docments import docments
-from .data import shapes_path, DataError
-from .engine import (CLIError, MODELS, PRETRAINED, train, evaluate, predict, export, make_data)
+with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch.jit.script), on every command's stderr: not the user's business; no global filter
+    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+    from fastai_det.data import shapes_path, DataError
+    from fastai_det.engine import (CLIError, MODELS, PRETRAINED, train, evaluate, predict, export, make_data)
 
 # %% auto #0
 __all__ = ['EXAMPLES', 'WEIGHTS', 'parser', 'main']

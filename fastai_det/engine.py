@@ -18,15 +18,15 @@ with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch
 from fastai.learner import Learner, load_learner
 from fastai.torch_core import set_seed
 from .data import (make_shapes, shapes_path, read_coco, read_voc, read_yolo, det_dls, DataError, DetRecords, SHAPES, load_image,
-                   atomic_write, write_json)
+                   atomic_write, write_json, verify_images)
 from .bodies import create_det_body, freeze_stem, ChannelsLastBatch
 from .ssd import TimeBudget
 
 # %% auto #0
-__all__ = ['MODELS', 'PRETRAINED', 'RESUME_KEYS', 'CLIError', 'load_records', 'resolve_pretrained', 'build_learner', 'Checkpoint',
-           'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'load_checkpoint', 'train', 'patch_fastai_distrib',
-           'world_size', 'rank', 'evaluate_learner', 'save_confusion', 'save_pictures', 'image_id', 'category_ids',
-           'load_detector', 'evaluate', 'predict', 'export', 'make_data', 'check_settings']
+__all__ = ['MODELS', 'PRETRAINED', 'RESUME_KEYS', 'CLIError', 'load_records', 'resolve_pretrained', 'arch_fn', 'build_learner',
+           'Checkpoint', 'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'load_checkpoint', 'train',
+           'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_confusion', 'save_pictures',
+           'image_id', 'category_ids', 'load_detector', 'evaluate', 'predict', 'export', 'make_data', 'check_settings']
 
 # %% ../nbs/11_engine.ipynb #87f0202a
 class CLIError(Exception):
@@ -113,19 +113,25 @@ def resolve_pretrained(pretrained:str, arch:str):
     if pretrained == 'auto': return 'shapes' if (WEIGHTS_DIR/f'shapes_{arch}.pth').is_file() else False
     return {'none': False, 'imagenet': True}.get(pretrained, pretrained)
 
+def arch_fn(arch:str):
+    "torchvision's model function named `arch`, or a `CLIError`: only its classification models have the bodies `create_det_body` cuts"
+    import torchvision
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        raise CLIError(f"--arch {arch!r}: not a torchvision classification model (e.g. mobilenet_v3_large, resnet18; "
+                       f"`torchvision.models.list_models(module=torchvision.models)` lists them)")
+    return getattr(torchvision.models, arch)
+
 def build_learner(model:str, dls, loss:str='bce', arch:str='resnet18',
                   sep:bool|None=None, # RetinaNet only: depthwise-separable head convs (None: yes for a RetinaNet)
                   pretrained:str='auto', # 'auto', 'shapes', 'imagenet' or 'none' (see `resolve_pretrained`)
                   **kwargs):
     "A detection learner for `model` on `dls`"
-    import torchvision
     from fastai_det.ssd import ssd_learner
     from fastai_det.metrics import MAP, MAP50
     from fastai_det.focal import cls_loss_fn
     loss = cls_loss_fn(loss)
     if model not in MODELS: raise CLIError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
-    a = getattr(torchvision.models, arch, None)
-    if a is None or not callable(a): raise CLIError(f"--arch {arch!r}: not a torchvision model function (e.g. mobilenet_v3_large, resnet18)")
+    a = arch_fn(arch)
     kwargs['pretrained'] = resolve_pretrained(pretrained, arch)
     try: create_det_body(a, pretrained=kwargs['pretrained'])     # a missing weights file fails here, before any data is read
     except (FileNotFoundError, ValueError) as e: raise CLIError(str(e)) from None
@@ -481,6 +487,8 @@ def evaluate(weights, # model.pkl written by `train`
     learn = load_detector(a.weights)
     _,recs = load_records(a.data, a.split)
     if not len(recs): raise CLIError(f"{recs.source}: no images")
+    if not any(len(o[1]) for o in recs.annots): raise CLIError(f"{recs.source}: no objects in any of its {len(recs)} images: there is nothing to score (mAP is undefined)")
+    verify_images(recs.fnames, show_progress=False)                # a corrupt image: a `DataError` naming it, before any work
     res = evaluate_learner(learn, recs, bs=a.bs, tta=a.tta)
     m = dict(res['metrics'], per_class=res['per_class'], prf=res['prf'], n_images=len(recs), split=a.split, tta=a.tta, model=str(a.weights))
     for k in ('map','map_50','map_75','map_small','map_medium','map_large'):
@@ -590,8 +598,7 @@ def check_settings(cmd:str, # 'train', 'make-data', 'eval', 'predict' or 'export
         need(a.bs >= 1, '--bs', 'must be at least 1')
         need(a.size >= 64 and a.size % 32 == 0, '--size', 'must be a multiple of 32, at least 64 (the bodies downsample by 32)')
         need(math.isfinite(a.lr) and a.lr > 0, '--lr', 'must be a positive number')
-        import torchvision
-        need(callable(getattr(torchvision.models, a.arch, None)), '--arch', 'not a torchvision model function (e.g. mobilenet_v3_large, resnet18)')
+        arch_fn(a.arch)
         need(a.model in MODELS, '--model', f"expected one of {', '.join(MODELS)}")
         resolve_pretrained(a.pretrained, a.arch)
         if a.freeze_stride is not None: need(a.freeze_stride >= 0, '--freeze-stride', 'must be 0 (nothing frozen) or a stride such as 4')

@@ -201,8 +201,10 @@ def _xml_text(obj, tag, xml_f, where):
 
 def _xml_num(obj, tag, xml_f, where):
     t = _xml_text(obj, tag, xml_f, where)
-    try: return float(t)
+    try: v = float(t)
     except ValueError: raise DataError(f"{xml_f}: {where} <{tag}> is {t!r}, not a number") from None
+    if not math.isfinite(v): raise DataError(f"{xml_f}: {where} <{tag}> is {t!r}, not a finite number")
+    return v
 
 def read_voc_xml(xml_f, # one VOC annotation file
                  img_dir, # the `JPEGImages` folder
@@ -308,9 +310,12 @@ def _yolo_names(d, yaml_f)->list:
     if isinstance(names, dict):
         ks = sorted(names)
         if ks != list(range(len(ks))): raise DataError(f"{yaml_f}: 'names' must be numbered 0..{len(ks)-1}, got {ks}")
-        return [str(names[k]) for k in ks]
-    if isinstance(names, (list, tuple)) and names: return [str(o) for o in names]
-    raise DataError(f"{yaml_f}: no 'names' (a list, or a dict from class index to name)")
+        names = [str(names[k]) for k in ks]
+    elif isinstance(names, (list, tuple)) and names: names = [str(o) for o in names]
+    else: raise DataError(f"{yaml_f}: no 'names' (a list, or a dict from class index to name)")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup: raise DataError(f"{yaml_f}: class names {dup} appear more than once in 'names': two classes would share a name")
+    return names
 
 def read_yolo(yaml_f, # a YOLO `data.yaml` (or the folder holding it)
               split:str='train', # 'train', 'val' or 'test' (also 'valid' for 'val')
@@ -342,6 +347,7 @@ def read_yolo(yaml_f, # a YOLO `data.yaml` (or the folder holding it)
             where = f"{lf}: line {i+1}"
             try: v = [float(o) for o in line.split()]
             except ValueError: raise DataError(f"{where}: {line.strip()!r} is not numbers (class cx cy w h)") from None
+            if not all(map(math.isfinite, v)): raise DataError(f"{where}: {line.strip()!r} has a number that is not finite")
             if len(v) < 5 or (len(v) > 5 and len(v) % 2 == 0):
                 raise DataError(f"{where}: {len(v)} numbers; expected 5 (class cx cy w h) or a class and x y pairs (a polygon)")
             c = int(v[0])

@@ -164,6 +164,17 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
     (['train', '--model', 'ssd', '--sep'], '--sep: only --model retinanet'),
     (['train', '--freeze-stride', '-1'], '--freeze-stride -1: must be 0'),
     (['eval', '--model', '/nowhere.pkl'], 'no such file'),
+    (['train', '--epochs', '0'], '--epochs 0: must be at least 1'),
+    (['train', '--bs', '0'], '--bs 0: must be at least 1'),
+    (['train', '--size', '0'], '--size 0: must be a multiple of 32'),
+    (['train', '--size', '100'], '--size 100: must be a multiple of 32'),
+    (['train', '--lr', '-1'], '--lr -1.0: must be a positive number'),
+    (['train', '--lr', 'nan'], '--lr nan: must be a positive number'),
+    (['train', '--time', '0'], '--time 0.0: must be a positive number'),
+    (['train', '--arch', 'resnet'], "--arch 'resnet': not a torchvision classification model"),
+    (['train', '--arch', 'list_models'], "--arch 'list_models': not a torchvision classification model"),
+    (['make-data', '--n-train', '0'], '--n-train 0: must be at least 1'),
+    (['eval', '--model', '/nowhere.pkl', '--bs', '0'], '--bs 0: must be at least 1'),
 ])
 def test_bad_input_simple(args, msg, capsys):
     code, _, err = run_here(capsys, *args)
@@ -191,7 +202,28 @@ def test_bad_input_files(tmp_path, trained, data, capsys):
     img = tmp_path/'broken.jpg'; img.write_bytes(b'\xff\xd8 junk')
     code, _, err = run_here(capsys, 'predict', '--model', out/'model.pkl', img, '--out', tmp_path/'p')
     assert code == 2 and 'broken.jpg: cannot be decoded' in err
+    code, _, err = run_here(capsys, 'eval', '--model', out/'model.pkl', '--data', bad)   # eval checks its images first, as train does
+    assert code == 2 and 'valid_00001.jpg: cannot be decoded' in err and len(err.strip().splitlines()) == 1, err
+    (bad/'JPEGImages'/'valid_00001.jpg').write_bytes(b'')                                  # a zero-byte image
+    code, _, err = run_here(capsys, 'eval', '--model', out/'model.pkl', '--data', bad)
+    assert code == 2 and 'valid_00001.jpg: cannot be decoded' in err, err
+    empty = shutil.copytree(data, tmp_path/'noobj')                                         # a split without a single object
+    v = json.loads((empty/'valid.json').read_text()); v['annotations'] = []; (empty/'valid.json').write_text(json.dumps(v))
+    code, _, err = run_here(capsys, 'eval', '--model', out/'model.pkl', '--data', empty)
+    assert code == 2 and 'no objects in any of its 7 images' in err and 'mAP' in err, err
+    (tmp_path/'t.jpg').write_text('x')                                                      # --out: an existing file is refused
+    code, _, err = run_here(capsys, 'train', '--data', data, '--out', tmp_path/'t.jpg', *TINY)
+    assert code == 2 and '--out' in err, err
+    code, _, err = run_here(capsys, 'predict', '--model', out/'model.pkl', img, '--out', tmp_path/'t.jpg')
+    assert code == 2 and '--out' in err, err
+    code, _, err = run_here(capsys, 'make-data', '--out', tmp_path/'t.jpg')
+    assert code == 2 and '--out' in err, err
     assert (out/'metrics.json').read_bytes() == before            # nothing of the earlier run overwritten
+
+def test_a_command_prints_no_warning():
+    "fastai's import warns on torch 2.14 (torch.jit.script); a command's stderr stays clean of it"
+    r = run('--version')
+    assert r.returncode == 0 and r.stdout.startswith('fastai-det ') and 'Warning' not in r.stderr, r.stderr
 
 def test_nan_stops_with_message(data, tmp_path):
     r = run('train', '--data', data, '--out', tmp_path/'n', *TINY[:-2], '--arch', 'mobilenet_v3_small', '--lr', '1e9')

@@ -179,6 +179,9 @@ def test_voc_bad(tmp_path):
     with pytest.raises(DataError, match=r'1.xml: not valid XML'): read_voc(root, 'trainval')
     (root/'Annotations'/'1.xml').write_text('<annotation><object><name>dog</name><bndbox><xmin>a</xmin></bndbox></object></annotation>')
     with pytest.raises(DataError, match=r"1.xml: object 0 <xmin> is 'a', not a number"): read_voc(root, 'trainval')
+    for v in ('nan', 'inf', '-inf'):                  # float() reads them; a box of them would poison training
+        (root/'Annotations'/'1.xml').write_text(f'<annotation><object><name>dog</name><bndbox><xmin>{v}</xmin></bndbox></object></annotation>')
+        with pytest.raises(DataError, match=rf"1.xml: object 0 <xmin> is '{v}', not a finite number"): read_voc(root, 'trainval')
     (root/'Annotations'/'1.xml').unlink()
     with pytest.raises(DataError, match='lists .1. but .*1.xml does not exist'): read_voc(root, 'trainval')
     voc_tree(tmp_path/'w', {'2': []}); (tmp_path/'w'/'JPEGImages'/'2.jpg').unlink()

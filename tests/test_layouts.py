@@ -88,7 +88,9 @@ def test_yolo_lists_names_and_bad_input(tmp_path):
     r = read_yolo(tmp_path, 'train')
     assert r.annots[0].bbs == [[40., 20., 60., 30.]] and r.annots[0].lbls == ['y'] and read_yolo(tmp_path, 'valid').fnames == r.fnames
     for text, msg in [("1 0.5 0.5 0.2\n", r'a.txt: line 1: 4 numbers'), ("1 a b c d\n", r"a.txt: line 1: '1 a b c d' is not numbers"),
-                      ("0\n0 0.5 0.5 0.2 0.2 0.1\n", r'a.txt: line 1: 1 numbers'), ("-1 0.5 0.5 0.2 0.2\n", r'class -1 is not an index of the 2 names')]:
+                      ("0\n0 0.5 0.5 0.2 0.2 0.1\n", r'a.txt: line 1: 1 numbers'), ("-1 0.5 0.5 0.2 0.2\n", r'class -1 is not an index of the 2 names'),
+                      ("0 nan 0.5 0.2 0.2\n", r"a.txt: line 1: '0 nan 0.5 0.2 0.2' has a number that is not finite"),
+                      ("nan 0.5 0.5 0.2 0.2\n", r"a.txt: line 1: 'nan 0.5 0.5 0.2 0.2' has a number that is not finite")]:
         (tmp_path/'labels'/'a.txt').write_text(text)
         with pytest.raises(DataError, match=msg): read_yolo(tmp_path, 'train')
     (tmp_path/'labels'/'a.txt').write_text("0 0.5 0.5 0.0 0.2\n")
@@ -97,5 +99,8 @@ def test_yolo_lists_names_and_bad_input(tmp_path):
     with pytest.raises(DataError, match='split folder or list .*nowhere does not exist'): read_yolo(tmp_path, 'train')
     (tmp_path/'data.yaml').write_text("train: images\nnames: {0: x, 2: y}\n")
     with pytest.raises(DataError, match=r"'names' must be numbered 0..1"): read_yolo(tmp_path, 'train')
+    for names in ("[x, y, x]", "{0: x, 1: x}"):
+        (tmp_path/'data.yaml').write_text(f"train: images\nnames: {names}\n")
+        with pytest.raises(DataError, match=r"class names \['x'\] appear more than once"): read_yolo(tmp_path, 'train')
     (tmp_path/'data.yaml').write_text("train: [images\n")
     with pytest.raises(DataError, match='data.yaml: not valid YAML'): read_yolo(tmp_path, 'train')
