@@ -526,11 +526,11 @@ def predict(weights, # model.pkl written by `train`
             load_image(f)
         except Exception as e: raise CLIError(f"{f}: cannot be decoded as an image ({type(e).__name__})") from None
     dets = learn.predict_batch(fns, score_thresh=a.thresh, tta=a.tta)
+    from fastai_det.metrics import to_coco_results                # the one COCO results writer; here with the file and class names, as Ultralytics' json
     out,res,cats = Path(a.out),[],category_ids(learn)
-    for i,(f,d) in enumerate(zip(fns, dets)):
-        for b,s,l,n in zip(d['boxes'].tolist(), d['scores'].tolist(), d['labels'].tolist(), d['names']):
-            res.append(dict(image_id=image_id(f), file_name=str(f), category_id=int(cats[l]), category_name=n, score=round(s, 5),
-                            bbox=[round(b[0],2), round(b[1],2), round(b[2]-b[0],2), round(b[3]-b[1],2)]))
+    for f,d in zip(fns, dets):
+        res += [dict(image_id=r['image_id'], file_name=str(f), category_id=r['category_id'], category_name=n, score=round(r['score'], 5),
+                     bbox=[round(v, 2) for v in r['bbox']]) for r,n in zip(to_coco_results([d], [image_id(f)], cats), d['names'])]
         fig,ax = plt.subplots(figsize=(5,5))
         show_boxes(d['boxes'], d['names'], d['scores'], ax=ax, img=load_image(f), colors=[label_color(int(l)) for l in d['labels']])
         atomic_write(out/f'{f.stem}_pred.png', lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight')); plt.close(fig)
