@@ -26,7 +26,8 @@ from .ssd import TimeBudget
 __all__ = ['MODELS', 'PRETRAINED', 'RESUME_KEYS', 'CLIError', 'load_records', 'resolve_pretrained', 'arch_fn', 'build_learner',
            'Checkpoint', 'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'load_checkpoint', 'train',
            'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_confusion', 'save_pictures',
-           'image_id', 'category_ids', 'load_detector', 'evaluate', 'predict', 'export', 'make_data', 'check_settings']
+           'image_id', 'confusion_json', 'category_ids', 'load_detector', 'evaluate', 'predict', 'export', 'make_data',
+           'check_settings']
 
 # %% ../nbs/11_engine.ipynb #87f0202a
 class CLIError(Exception):
@@ -331,7 +332,7 @@ def _train(a)->dict:
     quiet = learn.no_bar if a.quiet else contextlib.nullcontext      # no progress bars with --quiet
     with quiet(): res = evaluate_learner(learn, va, bs=a.bs)
     m = dict(res['metrics'])
-    metrics = dict(map=m['map'], map_50=m['map_50'], map_75=m.get('map_75'), per_class=res['per_class'], prf=res['prf'],
+    metrics = dict(map=m['map'], map_50=m['map_50'], map_75=m.get('map_75'), per_class=res['per_class'], prf=res['prf'], confusion=confusion_json(res),
                    epochs=history, train_time_s=wall, n_train=len(tr), n_valid=len(va), map_images_per_epoch=map_images, seed=a.seed,
                    settings=_settings(a), versions=_versions(), **({'stopped': stopped} if stopped else {}))
     atomic_write(out/'model.pkl', lambda p: learn.export(p))
@@ -390,8 +391,10 @@ def _targets(recs:DetRecords, classes)->list:
                  difficult=torch.tensor(a.difficult, dtype=torch.bool), iscrowd=torch.tensor(a.iscrowd, dtype=torch.bool))
             for a in recs.annots]
 
-def evaluate_learner(learn, recs:DetRecords, bs:int=32, score_thresh:float=0.01, tta:bool=False)->dict:
-    "Detections for every image of `recs` in its own pixels (with flip TTA if `tta`), and their COCO metrics"
+def evaluate_learner(learn, recs:DetRecords, bs:int=32, score_thresh:float=0.01, tta:bool=False,
+                     conf:float=0.25, iou:float=0.45, # the confusion matrix's and precision/recall/F1's score and IoU thresholds (Ultralytics')
+                    )->dict:
+    "Detections for every image of `recs` in its own pixels (with flip TTA if `tta`), their COCO metrics, and the confusion matrix at `conf`, `iou`"
     from fastai_det.metrics import evaluate_detections, confusion_matrix, prf1
     classes = list(learn.dls.vocab[1:])
     unknown = sorted({l for a in recs.annots for l in a.lbls} - set(classes))
@@ -401,9 +404,9 @@ def evaluate_learner(learn, recs:DetRecords, bs:int=32, score_thresh:float=0.01,
     targs = _targets(recs, classes)
     m = evaluate_detections(preds, targs)
     per_class = {classes[int(k)-1]: float(v) for k,v in _per_class_ap(m).items()}
-    cm = confusion_matrix(preds, targs, len(classes), conf=0.25, iou_thresh=0.45)
+    cm = confusion_matrix(preds, targs, len(classes), conf=conf, iou_thresh=iou)
     pr = prf1(cm)
-    prf = dict(conf=0.25, iou=0.45, precision=pr['mean_precision'], recall=pr['mean_recall'], f1=pr['mean_f1'],
+    prf = dict(conf=conf, iou=iou, precision=pr['mean_precision'], recall=pr['mean_recall'], f1=pr['mean_f1'],
                per_class={c: dict(precision=float(pr['precision'][k]), recall=float(pr['recall'][k]), f1=float(pr['f1'][k]))
                           for k,c in enumerate(classes) if pr['n_true'][k] > 0})
     return dict(metrics={k:float(v) for k,v in m.items() if k != 'per_class' and isinstance(v, (int, float, np.number))}, per_class=per_class,
@@ -416,7 +419,7 @@ def _per_class_ap(m):
 
 # %% ../nbs/11_engine.ipynb #760e27b3
 def save_confusion(res, out)->Path:
-    "confusion_matrix.png of `evaluate_learner`'s results (scores >= 0.25, IoU 0.45, as Ultralytics')"
+    "confusion_matrix.png of `evaluate_learner`'s results (at its `conf` and `iou`: by default scores >= 0.25, IoU 0.45, as Ultralytics')"
     import matplotlib; matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
     from fastai_det.metrics import plot_confusion
@@ -461,6 +464,12 @@ def image_id(fname, annot=None):
     s = Path(fname).stem
     return int(s) if s.isdigit() else s
 
+def confusion_json(res)->dict:
+    "`evaluate_learner`'s confusion matrix for metrics.json: counts (rows: predicted class, columns: true class; background last), its classes and thresholds"
+    cm = res['confusion']
+    return dict(classes=res['classes'] + ['background'], rows='predicted', columns='true', conf=res['prf']['conf'], iou=res['prf']['iou'],
+                counts=[[int(v) for v in row] for row in (cm.tolist() if hasattr(cm, 'tolist') else cm)])
+
 def category_ids(learn, recs=None)->list:
     "COCO category id of each label of `learn` (index 0 = background): those of `recs` (the json scored against), else of the json it was trained on, else the label"
     cat = getattr(recs, 'cat_ids', None) or getattr(learn, 'cat_ids', None) or {}
@@ -481,6 +490,8 @@ def evaluate(weights, # model.pkl written by `train`
              bs:int=32, # batch size
              out=None, # folder for metrics.json, coco_results.json and the confusion matrix; None: print only
              tta:bool=False, # test-time augmentation: each image also mirrored left-right, both merged by one NMS (08_ssd); about 2x slower
+             conf:float=0.25, # score threshold of the confusion matrix and of precision, recall and F1 (mAP uses every score)
+             iou:float=0.45, # IoU at which a detection matches a true box, for the confusion matrix and precision, recall and F1
             )->dict:
     "Metrics of a saved model on a split of a dataset, printed (and written to `out`)"
     a = SimpleNamespace(**locals()); check_settings('eval', a)
@@ -489,8 +500,9 @@ def evaluate(weights, # model.pkl written by `train`
     if not len(recs): raise CLIError(f"{recs.source}: no images")
     if not any(len(o[1]) for o in recs.annots): raise CLIError(f"{recs.source}: no objects in any of its {len(recs)} images: there is nothing to score (mAP is undefined)")
     verify_images(recs.fnames, show_progress=False)                # a corrupt image: a `DataError` naming it, before any work
-    res = evaluate_learner(learn, recs, bs=a.bs, tta=a.tta)
-    m = dict(res['metrics'], per_class=res['per_class'], prf=res['prf'], n_images=len(recs), split=a.split, tta=a.tta, model=str(a.weights))
+    res = evaluate_learner(learn, recs, bs=a.bs, tta=a.tta, conf=a.conf, iou=a.iou)
+    m = dict(res['metrics'], per_class=res['per_class'], prf=res['prf'], confusion=confusion_json(res),
+             n_images=len(recs), split=a.split, tta=a.tta, model=str(a.weights))
     for k in ('map','map_50','map_75','map_small','map_medium','map_large'):
         if k in m: print(f"{k:11} {m[k]:.4f}")
     for c,v in res['per_class'].items(): print(f"  AP {c:12} {v:.4f}")
@@ -611,6 +623,8 @@ def check_settings(cmd:str, # 'train', 'make-data', 'eval', 'predict' or 'export
         _out_ok(a.out)
     elif cmd == 'eval':
         need(a.bs >= 1, '--bs', 'must be at least 1')
+        need(0 <= a.conf <= 1, '--conf', 'must be between 0 and 1')
+        need(0 < a.iou <= 1, '--iou', 'must be above 0 and at most 1')
         if a.out: _out_ok(a.out)
     elif cmd == 'predict':
         need(0 <= a.thresh <= 1, '--thresh', 'must be between 0 and 1')

@@ -54,6 +54,10 @@ def test_train_outputs(trained, data):
     p = m['prf']                                                            # precision/recall/F1 at Ultralytics' conf and IoU
     assert (p['conf'], p['iou']) == (0.25, 0.45) and all(0 <= p[k] <= 1 for k in ('precision', 'recall', 'f1'))
     assert set(p['per_class']) <= set(m['per_class'])
+    c = m['confusion']                                                      # the counts behind confusion_matrix.png
+    assert c['classes'][-1] == 'background' and len(c['counts']) == len(c['classes']) == 7 and (c['rows'], c['columns']) == ('predicted', 'true')
+    n_true = len(json.loads((data/'valid.json').read_text())['annotations'])
+    assert sum(row[j] for row in c['counts'] for j in range(6)) == n_true     # every true box is in a column: found, confused or missed
     assert 'mAP@0.5' in r.stdout
     assert m['seed'] == 42 and {'fastai_det', 'fastai', 'torch', 'torchvision', 'python'} <= set(m['versions'])
     for f in ('model.pkl', 'metrics.json', 'predictions.png'):                 # the permissions `open` gives, not mkstemp's 0600
@@ -71,6 +75,10 @@ def test_eval_and_predict(trained, data, tmp_path):
     m = json.loads((tmp_path/'ev'/'metrics.json').read_text())
     assert m['n_images'] == 6 and 'map_50' in m and 'f1' in m['prf'] and 'precision' in r.stdout
     assert (tmp_path/'ev'/'confusion_matrix.png').is_file()
+    r2 = run('eval', '--model', out/'model.pkl', '--data', data, '--split', 'test', '--out', tmp_path/'ev2', '--conf', '0.01', '--iou', '0.5')
+    m2 = json.loads((tmp_path/'ev2'/'metrics.json').read_text())            # the thresholds are the user's; mAP does not depend on them
+    assert r2.returncode == 0 and (m2['prf']['conf'], m2['prf']['iou'], m2['confusion']['conf']) == (0.01, 0.5, 0.01) and m2['map_50'] == m['map_50']
+    assert 'at score >= 0.01 and IoU 0.5' in r2.stdout
     imgs = sorted((data/'JPEGImages').glob('test_*.jpg'))[:2]
     r = run('predict', '--model', out/'model.pkl', *imgs, '--out', tmp_path/'pr', '--thresh', '0.01')
     assert r.returncode == 0, r.stderr
@@ -175,6 +183,8 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
     (['train', '--arch', 'list_models'], "--arch 'list_models': not a torchvision classification model"),
     (['make-data', '--n-train', '0'], '--n-train 0: must be at least 1'),
     (['eval', '--model', '/nowhere.pkl', '--bs', '0'], '--bs 0: must be at least 1'),
+    (['eval', '--model', '/nowhere.pkl', '--conf', '2'], '--conf 2.0: must be between 0 and 1'),
+    (['eval', '--model', '/nowhere.pkl', '--iou', '0'], '--iou 0.0: must be above 0'),
 ])
 def test_bad_input_simple(args, msg, capsys):
     code, _, err = run_here(capsys, *args)
