@@ -108,6 +108,13 @@ def test_every_link_and_image_of_the_site_resolves(built):
     assert not dead, f"{len(dead)} dead links, e.g. {dead[:5]}"
     assert not remote, f"pages load from the web: {remote[:5]}"
 
+def test_no_stylesheet_loads_from_the_web(built):
+    "The pages' CSS fetches nothing from the web either (the vendored themes `@import` Google's fonts): `@import` and `url()` are local"
+    import re
+    remote = [(str(f.relative_to(site)), m[0][:80]) for f in site.rglob('*.css')
+              for m in re.finditer(r'(?:@import\s+|url\()\s*["\']?(?:https?:)?//[^)"\';\s]+', f.read_text())]
+    assert not remote, f"stylesheets load from the web: {remote[:5]}"
+
 def test_pages_under_nbdev_names(built):
     "The module docstrings' `Docs:` lines name nbdev's pages (`boxes.html.md`): the site has them"
     import re, fastai_det

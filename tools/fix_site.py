@@ -44,6 +44,11 @@ def main(root='.'):
         s = f.read_text()
         t = re.sub(r'<a href="([\w.-]+\.html)#([^"]+)"([^>]*)>(.*?)</a>', fix, s, flags=re.S)
         if t != s: f.write_text(t)
+    n_css = 0                                      # the vendored Bootswatch themes @import their fonts from Google: nothing is fetched from the web
+    for f in site.rglob('*.css'):
+        s = f.read_text()
+        t = re.sub(r'@import\s+url\((["\']?)(?:https?:)?//[^)]*\1\)\s*;?', '', s)
+        if t != s: f.write_text(t); n_css += 1
     import nbformat
     from nbconvert import MarkdownExporter
     md = MarkdownExporter()
@@ -60,6 +65,7 @@ def main(root='.'):
         (site/out).write_text((site/f'{stem}.html').read_text())
         (site/f'{out}.md').write_text(as_md(stem))
     print(f"site: {len(outs)} pages also under nbdev's names; links to {url} made relative; "
-          f"{n_fixed} links to anchors that do not exist sent to their class or unlinked")
+          f"{n_fixed} links to anchors that do not exist sent to their class or unlinked; "
+          f"remote @imports (web fonts) taken out of {n_css} stylesheet(s): the theme's fallback fonts are the system's")
 
 if __name__ == '__main__': main(*sys.argv[1:])
