@@ -304,7 +304,7 @@ def test_test_dl_takes_images_alone(tmp_path):
 
 def test_voc_size_from_the_file(tmp_path):
     "A VOC <size> that disagrees with the image file, or is missing: the file's size is used (boxes clipped to it) and the repair counted"
-    root = voc_tree(tmp_path/'v', {'1': [('dog', (300, 10, 340, 40), 0, 0)], '2': [('cat', (1, 1, 20, 20), 0, 0)]})   # images are 353x500
+    root = voc_tree(tmp_path/'v', {'1': [('dog', (300, 10, 340, 40), 0, 0)], '2': [('cat', (1, 1, 20, 20), 0, 0), ('cat', (300, 400, 420, 520), 0, 0)]})   # images are 353x500
     x = (root/'Annotations'/'1.xml').read_text()
     (root/'Annotations'/'1.xml').write_text(re.sub(r'<width>\d+</width>', '<width>200</width>', x))
     y = (root/'Annotations'/'2.xml').read_text()
@@ -315,6 +315,8 @@ def test_voc_size_from_the_file(tmp_path):
     assert 'image size read from the file (the XML has no <size>): 1 (2.xml)' in msg, msg
     assert recs.annots[0].bbs == [[299, 9, 340, 40]] and recs.annots[0].size == (353, 500)   # not clipped to the XML's 200 px
     assert recs.annots[1].size == (353, 500)
+    assert recs.annots[1].bbs[1] == [299, 399, 353, 500]                    # no <size>: the box past the image is clipped to the file's size
+    assert 'clipped to the image: 1 (2.xml object 1)' in msg and recs.report['clipped to the image'] == 1, (msg, recs.report)
 
 def test_crowd_boxes_are_not_learnt(tmp_path, capsys):
     "COCO's iscrowd=1 boxes mark regions to ignore: left out of the DataLoaders' targets (counted), kept in the records for scoring"

@@ -29,6 +29,11 @@ def test_exif_photo_boxes_land_on_the_object(tmp_path):
     inside = red[px[1]:px[3], px[0]:px[2]].float().mean()
     assert red.float().sum() > 50 and inside > .9 and red.float().sum() <= (px[2]-px[0])*(px[3]-px[1]) + 30
     assert DetImage.create(tmp_path/'p.jpg').size == (120, 80)
+    # what `predict`/`predict_batch` (and so `eval`) feed the model: a test batch of the file, upright as a person sees it
+    tb, = dls.test_dl([DetImage.create(tmp_path/'p.jpg')]).one_batch()[:1]
+    timg = batch_images(dls.valid, tb)[0]
+    tred = (timg[...,0] > .6) & (timg[...,1] < .3)
+    assert tred.float().sum() > 50 and tred[px[1]:px[3], px[0]:px[2]].float().mean() > .9
 
 def test_16bit_png_is_scaled_not_clipped(tmp_path):
     Image.fromarray(np.full((10, 10), 30000, np.uint16)).save(tmp_path/'d.png')
