@@ -53,14 +53,14 @@ def _split(recs:DetRecords, valid_pct:float, seed:int)->tuple:
 
 def _names(split:str)->list: return ['valid', 'val'] if split in ('valid', 'val') else [split]
 
-def _coco2017(p:Path, split:str)->tuple:
+def _coco2017(p:Path, split:str, train_split:str='train')->tuple:
     "COCO 2017's layout: `annotations/instances_<name>.json` with images in `<name>/` (`val2017` for split 'valid'/'val')"
     anns = {f.stem[len('instances_'):]: f for f in sorted((p/'annotations').glob('instances_*.json'))}
     def get(s):
         k = next((k for k in anns for n in _names(s) if k.rstrip('0123456789') == n), None)
         if k is None: raise CLIError(f"--data {p}: no annotations/instances_{s}*.json (found {', '.join(f.name for f in anns.values())})")
         return read_coco(anns[k], prefix=p/k if (p/k).is_dir() else p)
-    return get('train'), get(split)
+    return get(train_split), get(split)
 
 def _voc_root(p:Path)->Path|None:
     "The VOC folder in `p`: `p` itself, or the one `VOC20xx` of a `VOCdevkit` (or of a folder holding `VOCdevkit`)"
@@ -74,31 +74,38 @@ def _voc_root(p:Path)->Path|None:
 
 def load_records(data=None, # None: the embedded dataset; a folder or a file in one of the layouts above
                  split:str='valid', # the split to evaluate on
-                 valid_pct:float=0.2, seed:int=42, n_train:int=1000, n_valid:int=250)->tuple:
-    "(train, `split`) `DetRecords` from `data`, in any of the formats above"
+                 valid_pct:float=0.2, seed:int=42, n_train:int=1000, n_valid:int=250,
+                 train_split:str='train', # the split to train on: 'trainval' for Pascal VOC 2007's protocol (train on trainval, test on test)
+                )->tuple:
+    "(`train_split`, `split`) `DetRecords` from `data`, in any of the formats above"
     if data is None:
         sp = shapes_path(n_train=n_train, n_valid=n_valid)
         print(f"no --data: the embedded shapes dataset, {'from' if (sp/'train.json').is_file() else 'drawn now into'} {sp}")
         p = make_shapes(n_train=n_train, n_valid=n_valid)
-        return read_coco(p/'train.json'), read_coco(p/f'{split}.json')
+        if not (p/f'{train_split}.json').is_file(): raise CLIError(f"--train-split {train_split!r}: the embedded dataset has train, valid and test")
+        return read_coco(p/f'{train_split}.json'), read_coco(p/f'{split}.json')
     p = Path(data)
     if not p.exists(): raise CLIError(f"--data {p}: no such file or folder")
     if p.is_file() and p.suffix.lower() in ('.yaml', '.yml') or p.is_dir() and any((p/f).is_file() for f in ('data.yaml', 'data.yml', 'dataset.yaml')):
-        return read_yolo(p, 'train'), read_yolo(p, 'val' if split in ('valid', 'val') else split)
+        return read_yolo(p, train_split), read_yolo(p, 'val' if split in ('valid', 'val') else split)
     if p.is_file():
         if p.suffix.lower() != '.json': raise CLIError(f"--data {p}: not a COCO .json, a YOLO data.yaml or a dataset folder")
+        if train_split != 'train': raise CLIError(f"--train-split {train_split!r}: --data {p.name} is one json, split at random (valid_pct); give a folder of splits")
         return _split(read_coco(p), valid_pct, seed)
     if (p/'train.json').is_file():
         vf = next((p/f'{s}.json' for s in _names(split) if (p/f'{s}.json').is_file()), None)
         if vf is None: raise CLIError(f"--data {p}: has train.json but no {split}.json")
-        return _coco_split(p/'train.json', p), _coco_split(vf, p)
-    if (p/'annotations').is_dir() and any((p/'annotations').glob('instances_*.json')): return _coco2017(p, split)
+        tf = next((p/f'{s}.json' for s in _names(train_split) if (p/f'{s}.json').is_file()), None)
+        if tf is None: raise CLIError(f"--data {p}: has no {train_split}.json to train on")
+        return _coco_split(tf, p), _coco_split(vf, p)
+    if (p/'annotations').is_dir() and any((p/'annotations').glob('instances_*.json')): return _coco2017(p, split, train_split)
     voc = _voc_root(p)
     if voc is not None:
         have = {f.stem for f in (voc/'ImageSets'/'Main').glob('*.txt')}
         vs = next((s for s in _names(split) if s in have), None)
-        if 'train' not in have or vs is None: raise CLIError(f"--data {voc}: a VOC folder needs ImageSets/Main/train.txt and {split}.txt (found {sorted(have)})")
-        tr = read_voc(voc, 'train'); return tr, read_voc(voc, vs, classes=tr.classes)
+        ts = next((s for s in _names(train_split) if s in have), None)
+        if ts is None or vs is None: raise CLIError(f"--data {voc}: a VOC folder needs ImageSets/Main/{train_split}.txt and {split}.txt (found {sorted(have)})")
+        tr = read_voc(voc, ts); return tr, read_voc(voc, vs, classes=tr.classes)
     raise CLIError(f"--data {p}: not a dataset folder fastai_det knows (a make-data or PASCAL_2007 folder with train.json, "
                    f"COCO 2017 annotations/, a VOC or VOCdevkit folder, a YOLO data.yaml)")
 
@@ -266,7 +273,7 @@ def _train(a)->dict:
     if a.model not in MODELS: raise CLIError(f"--model {a.model!r}: expected one of {', '.join(MODELS)}")
     set_seed(a.seed, reproducible=True)
     a.world_size = world_size()
-    tr,va = load_records(a.data, 'valid', seed=a.seed)
+    tr,va = load_records(a.data, a.valid_split, seed=a.seed, train_split=a.train_split)
     dls = det_dls(tr, va, 'boxes', size=a.size, bs=a.bs, show_progress=not a.quiet)
     learn = build_learner(a.model, dls, a.loss, a.arch, a.sep, a.pretrained)
     learn.cat_ids = tr.cat_ids                  # the source's category ids (COCO), saved with the model for predict's results
@@ -357,6 +364,8 @@ def train(data=None, # COCO json, VOC or VOCdevkit folder, PASCAL_2007 or COCO 2
           epochs:int=10, # epochs (with `time`, an upper bound)
           lr:float=4e-3, # the head's learning rate; a pretrained body gets a tenth
           seed:int=42, # seed of the split, the weights and the batches
+          train_split:str='train', # the split of `data` to train on ('trainval' for Pascal VOC 2007's protocol)
+          valid_split:str='valid', # the split scored after every epoch and at the end ('test' for VOC 2007's protocol)
           out='runs/det', # run folder: model.pkl, metrics.json, results.csv, pictures, checkpoint
           resume:bool=False, # continue from the last completed epoch in `out`
           quiet:bool=False, # no progress bars or table
@@ -612,6 +621,7 @@ def check_settings(cmd:str, # 'train', 'make-data', 'eval', 'predict' or 'export
         need(math.isfinite(a.lr) and a.lr > 0, '--lr', 'must be a positive number')
         arch_fn(a.arch)
         need(a.model in MODELS, '--model', f"expected one of {', '.join(MODELS)}")
+        need(a.valid_split not in _names(a.train_split), '--valid-split', f"is --train-split too: the scores would be of training images")
         resolve_pretrained(a.pretrained, a.arch)
         if a.freeze_stride is not None: need(a.freeze_stride >= 0, '--freeze-stride', 'must be 0 (nothing frozen) or a stride such as 4')
         if a.time is not None: need(math.isfinite(a.time) and a.time > 0, '--time', 'must be a positive number of minutes')

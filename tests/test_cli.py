@@ -182,6 +182,7 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
     (['train', '--arch', 'resnet'], "--arch 'resnet': not a torchvision classification model"),
     (['train', '--arch', 'list_models'], "--arch 'list_models': not a torchvision classification model"),
     (['make-data', '--n-train', '0'], '--n-train 0: must be at least 1'),
+    (['train', '--train-split', 'valid'], "--valid-split 'valid': is --train-split too"),
     (['eval', '--model', '/nowhere.pkl', '--bs', '0'], '--bs 0: must be at least 1'),
     (['eval', '--model', '/nowhere.pkl', '--conf', '2'], '--conf 2.0: must be between 0 and 1'),
     (['eval', '--model', '/nowhere.pkl', '--iou', '0'], '--iou 0.0: must be above 0'),
@@ -229,6 +230,14 @@ def test_bad_input_files(tmp_path, trained, data, capsys):
     code, _, err = run_here(capsys, 'make-data', '--out', tmp_path/'t.jpg')
     assert code == 2 and '--out' in err, err
     assert (out/'metrics.json').read_bytes() == before            # nothing of the earlier run overwritten
+
+def test_train_on_the_splits_asked(data, tmp_path, capsys):
+    "--train-split/--valid-split (VOC 2007's protocol trains on trainval and scores test): here 7 valid images to train, 6 test to score"
+    code, _, err = run_here(capsys, 'train', '--data', data, '--train-split', 'valid', '--valid-split', 'test', '--out', tmp_path/'s',
+                             '--epochs', '1', '--size', '128', '--bs', '4', '--quiet', '--arch', 'mobilenet_v3_small')
+    assert code == 0, err
+    m = json.loads((tmp_path/'s'/'metrics.json').read_text())
+    assert (m['n_train'], m['n_valid'], m['settings']['train_split'], m['settings']['valid_split']) == (7, 6, 'valid', 'test')
 
 def test_a_command_prints_no_warning():
     "fastai's import warns on torch 2.14 (torch.jit.script); a command's stderr stays clean of it"

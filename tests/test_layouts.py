@@ -55,6 +55,10 @@ def test_vocdevkit_root_and_its_splits(shapes, tmp_path):
         same(tr, read_voc(shapes, 'train')); same(va, read_voc(shapes, 'valid'))
     _, tv = load_records(dk, 'trainval')
     assert len(tv) == len(tr) + len(va)
+    (main/'test.txt').write_text((main/'val.txt').read_text())
+    tv2, te = load_records(dk, 'test', train_split='trainval')             # VOC 2007's protocol: train on trainval, score on test
+    assert len(tv2) == len(tv) and len(te) == len(va)
+    with pytest.raises(CLIError, match=r'needs ImageSets/Main/trainvall.txt'): load_records(dk, 'test', train_split='trainvall')
     shutil.copytree(dk/'VOC2007', dk/'VOC2012')
     with pytest.raises(CLIError, match='holds VOC2007, VOC2012; pass one of them'): load_records(dk, 'valid')
 
