@@ -505,6 +505,8 @@ def evaluate(weights, # model.pkl written by `train`
     "Metrics of a saved model on a split of a dataset, printed (and written to `out`)"
     a = SimpleNamespace(**locals()); check_settings('eval', a)
     learn = load_detector(a.weights)
+    if a.data is None and list(learn.dls.vocab[1:]) != list(SHAPES):    # before drawing the embedded dataset for a model that cannot score on it
+        raise CLIError(f"--data: the model's classes {list(learn.dls.vocab[1:])[:6]} are not the embedded dataset's; pass the dataset it is for")
     _,recs = load_records(a.data, a.split)
     if not len(recs): raise CLIError(f"{recs.source}: no images")
     if not any(len(o[1]) for o in recs.annots): raise CLIError(f"{recs.source}: no objects in any of its {len(recs)} images: there is nothing to score (mAP is undefined)")

@@ -333,3 +333,10 @@ def test_crowd_boxes_are_not_learnt(tmp_path, capsys):
     _,bb,lb = dls.valid.one_batch()
     assert (lb > 0).sum() == 1                                   # only the one ordinary box of the two images
     assert recs.annots[0].bbs[1] == [30, 30, 60, 60]             # the records keep them: evaluation ignores detections there
+
+def test_shapes_path_follows_fastai_home(tmp_path):
+    "The embedded dataset lives in fastai's data folder: `$FASTAI_HOME/data` when set, as `untar_data` does"
+    import subprocess, sys, os
+    r = subprocess.run([sys.executable, '-c', 'from fastai_det.shapes import shapes_path; print(shapes_path())'],
+                       env=dict(os.environ, FASTAI_HOME=str(tmp_path)), capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == str(tmp_path/'data'/'shapes'), r.stderr[-500:]
