@@ -90,7 +90,8 @@ def load_records(data=None, # None: the embedded dataset; a folder or a file in 
         return read_yolo(p, train_split), read_yolo(p, 'val' if split in ('valid', 'val') else split)
     if p.is_file():
         if p.suffix.lower() != '.json': raise CLIError(f"--data {p}: not a COCO .json, a YOLO data.yaml or a dataset folder")
-        if train_split != 'train': raise CLIError(f"--train-split {train_split!r}: --data {p.name} is one json, split at random (valid_pct); give a folder of splits")
+        if train_split != 'train' or split not in ('valid', 'val'):
+            raise CLIError(f"--data {p.name} is one json, split at random (valid_pct): it has no {train_split if train_split != 'train' else split!r} split; give a folder of splits")
         return _split(read_coco(p), valid_pct, seed)
     if (p/'train.json').is_file():
         vf = next((p/f'{s}.json' for s in _names(split) if (p/f'{s}.json').is_file()), None)
@@ -274,6 +275,9 @@ def _train(a)->dict:
     set_seed(a.seed, reproducible=True)
     a.world_size = world_size()
     tr,va = load_records(a.data, a.valid_split, seed=a.seed, train_split=a.train_split)
+    both = set(tr.fnames) & set(va.fnames)
+    if both: raise CLIError(f"--train-split {a.train_split!r} and --valid-split {a.valid_split!r} share {len(both)} images (e.g. {Path(sorted(both)[0]).name}): "
+                            f"the scores would be of training images (VOC 2007: --train-split trainval --valid-split test)")
     dls = det_dls(tr, va, 'boxes', size=a.size, bs=a.bs, show_progress=not a.quiet)
     learn = build_learner(a.model, dls, a.loss, a.arch, a.sep, a.pretrained)
     learn.cat_ids = tr.cat_ids                  # the source's category ids (COCO), saved with the model for predict's results
@@ -505,7 +509,7 @@ def evaluate(weights, # model.pkl written by `train`
     "Metrics of a saved model on a split of a dataset, printed (and written to `out`)"
     a = SimpleNamespace(**locals()); check_settings('eval', a)
     learn = load_detector(a.weights)
-    if a.data is None and list(learn.dls.vocab[1:]) != list(SHAPES):    # before drawing the embedded dataset for a model that cannot score on it
+    if a.data is None and not set(SHAPES) <= set(learn.dls.vocab[1:]):    # before drawing the embedded dataset for a model that cannot score on it
         raise CLIError(f"--data: the model's classes {list(learn.dls.vocab[1:])[:6]} are not the embedded dataset's; pass the dataset it is for")
     _,recs = load_records(a.data, a.split)
     if not len(recs): raise CLIError(f"{recs.source}: no images")
@@ -636,7 +640,7 @@ def check_settings(cmd:str, # 'train', 'make-data', 'eval', 'predict' or 'export
     elif cmd == 'eval':
         need(a.bs >= 1, '--bs', 'must be at least 1')
         need(0 <= a.conf <= 1, '--conf', 'must be between 0 and 1')
-        need(0 < a.iou <= 1, '--iou', 'must be above 0 and at most 1')
+        need(0 <= a.iou < 1, '--iou', 'must be at least 0 and below 1 (a match needs an IoU above it)')
         if a.out: _out_ok(a.out)
     elif cmd == 'predict':
         need(0 <= a.thresh <= 1, '--thresh', 'must be between 0 and 1')

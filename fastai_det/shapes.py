@@ -14,7 +14,6 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 import matplotlib.pyplot as plt
 from .boxes import show_boxes, label_color
-from fastai.data.external import fastai_path
 from .records import DataError, DetRecords, load_image, maybe_progress, voc_xml
 
 # %% auto #0
@@ -151,8 +150,8 @@ def _write_split(root, split, split_i, n, size, seed, cats, img_id0, ann_id0, sh
 
 # %% ../nbs/00b_shapes.ipynb #8a99c51f
 def shapes_path(n_train:int=1000, n_valid:int=250, n_test:int=250, size:int=160, seed:int=42)->Path:
-    "Default folder of the embedded dataset: fastai's data folder (`~/.fastai/data`, or `$FASTAI_HOME/data`, or its `config.ini`'s) `/shapes`, or `shapes-<settings>` beside it for other settings"
-    d = fastai_path('data')                                          # where `untar_data` puts fastai's datasets
+    "Default folder of the embedded dataset: `~/.fastai/data/shapes` (`$FASTAI_HOME/data/shapes` when set, as fastai's), or `shapes-<settings>` beside it for other settings"
+    d = Path(os.getenv('FASTAI_HOME', '~/.fastai')).expanduser()/'data'   # fastai's default data folder, without writing its config.ini
     if (n_train, n_valid, n_test, size, seed) == (1000, 250, 250, 160, 42): return d/'shapes'
     return d/f'shapes-{n_train}-{n_valid}-{n_test}-{size}-{seed}'
 

@@ -185,7 +185,7 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
     (['train', '--train-split', 'valid'], "--valid-split 'valid': is --train-split too"),
     (['eval', '--model', '/nowhere.pkl', '--bs', '0'], '--bs 0: must be at least 1'),
     (['eval', '--model', '/nowhere.pkl', '--conf', '2'], '--conf 2.0: must be between 0 and 1'),
-    (['eval', '--model', '/nowhere.pkl', '--iou', '0'], '--iou 0.0: must be above 0'),
+    (['eval', '--model', '/nowhere.pkl', '--iou', '1'], '--iou 1.0: must be at least 0 and below 1'),
 ])
 def test_bad_input_simple(args, msg, capsys):
     code, _, err = run_here(capsys, *args)

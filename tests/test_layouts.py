@@ -59,6 +59,9 @@ def test_vocdevkit_root_and_its_splits(shapes, tmp_path):
     tv2, te = load_records(dk, 'test', train_split='trainval')             # VOC 2007's protocol: train on trainval, score on test
     assert len(tv2) == len(tv) and len(te) == len(va)
     with pytest.raises(CLIError, match=r'needs ImageSets/Main/trainvall.txt'): load_records(dk, 'test', train_split='trainvall')
+    from fastai_det.engine import train                                     # trainval holds val: training on it and scoring val is refused
+    with pytest.raises(CLIError, match=r"--train-split 'trainval' and --valid-split 'valid' share 4 images"):
+        train(dk, train_split='trainval', valid_split='valid', out=str(tmp_path/'r'), epochs=1, quiet=True)
     shutil.copytree(dk/'VOC2007', dk/'VOC2012')
     with pytest.raises(CLIError, match='holds VOC2007, VOC2012; pass one of them'): load_records(dk, 'valid')
 
