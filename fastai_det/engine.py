@@ -251,7 +251,12 @@ def _restore_curves(learn, c:dict):
         if k == 'parts': learn.loss_parts.hist = v
         else: setattr(learn.recorder, k, v)
 
-RESUME_KEYS = ('model', 'arch', 'loss', 'sep', 'pretrained', 'freeze_stride', 'size', 'epochs', 'bs', 'time', 'seed')   # what `--resume` must repeat (`--lr` may change)
+RESUME_KEYS = ('model', 'arch', 'loss', 'sep', 'pretrained', 'freeze_stride', 'size', 'epochs', 'bs', 'time', 'seed',
+               'data', 'train_split', 'valid_split')   # what `--resume` must repeat (`--lr` may change)
+
+def _resume_settings(a)->dict:
+    "The settings `--resume` compares, with `data` as an absolute path (a run resumed from another folder names it otherwise)"
+    return {k: (str(Path(v).resolve()) if k == 'data' and v is not None else v) for k in RESUME_KEYS for v in [getattr(a, k, None)]}
 
 def load_checkpoint(ck:Path, a)->dict:
     "The checkpoint `ck` of a run with the settings of `a`, or a one-line `CLIError` saying what is wrong with it"
@@ -260,11 +265,11 @@ def load_checkpoint(ck:Path, a)->dict:
         raise CLIError(f"--resume: {ck} cannot be read ({type(e).__name__}): delete it, or train without --resume") from None
     if not isinstance(state, dict) or not {'model', 'opt', 'epoch', 'history'} <= set(state):
         raise CLIError(f"--resume: {ck} is not a fastai-det checkpoint: delete it, or train without --resume")
-    saved = state.get('settings', {})
-    diff = [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(a, k, None)]
+    saved,now = state.get('settings', {}),_resume_settings(a)
+    diff = [k for k in RESUME_KEYS if k in saved and saved[k] != now[k]]       # a checkpoint of an older version lacks some: not compared
     if diff:
         raise CLIError(f"--resume: {ck} is of a run with " + ', '.join(f"--{k.replace('_','-')} {saved[k]}" for k in diff) +
-                       ", not " + ', '.join(f"--{k.replace('_','-')} {getattr(a, k, None)}" for k in diff) +
+                       ", not " + ', '.join(f"--{k.replace('_','-')} {now[k]}" for k in diff) +
                        ": resume with that run's settings, or train without --resume")
     return state
 
@@ -301,7 +306,7 @@ def _train(a)->dict:
     learn.nan_batch = None
     t0 = time.perf_counter()
     learn.diverged = None
-    cbs = ([Checkpoint(ck, {k: getattr(a, k, None) for k in RESUME_KEYS})] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
+    cbs = ([Checkpoint(ck, _resume_settings(a))] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
     if world_size() == 1: cbs.append(StopOnDivergence())       # one process: the others would wait for it in their collectives
     if not torch.cuda.is_available(): cbs.append(ChannelsLastBatch())   # about a tenth faster on a CPU
     lr = slice(a.lr/10, a.lr) if learn.pretrained else a.lr      # a pretrained body learns at a tenth of the head's rate

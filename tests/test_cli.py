@@ -294,6 +294,11 @@ def test_resume_refuses_another_runs_or_a_broken_checkpoint(trained, data, tmp_p
     args = ['train', '--data', data, '--out', run_dir, *TINY, '--resume']
     code, _, err = run_here(capsys, *args, '--size', '160')                       # the last --size wins
     assert code == 2 and '--size 128' in err and '--size 160' in err and len(err.strip().splitlines()) == 1, err
+    other = shutil.copytree(data, tmp_path/'other')                               # the same images elsewhere: another dataset to --resume
+    code, _, err = run_here(capsys, 'train', '--data', other, '--out', run_dir, *TINY, '--resume')
+    assert code == 2 and f'--data {Path(data).resolve()}' in err and f'--data {other.resolve()}' in err, err
+    code, _, err = run_here(capsys, *args, '--valid-split', 'test')
+    assert code == 2 and '--valid-split valid' in err and '--valid-split test' in err, err
     (run_dir/'checkpoint.pth').write_bytes(b'PK\x03\x04 not a checkpoint')
     code, _, err = run_here(capsys, *args)
     assert code == 2 and 'checkpoint.pth cannot be read' in err, err
