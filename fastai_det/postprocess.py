@@ -13,7 +13,7 @@ from torchvision.ops import nms as tv_nms, batched_nms
 from .boxes import box_iou
 
 # %% auto #0
-__all__ = ['nms_loop', 'nms', 'soft_nms_reference', 'overlap_pairs', 'soft_nms', 'batched_soft_nms', 'detect']
+__all__ = ['nms_loop', 'nms', 'soft_nms_reference', 'overlap_pairs', 'soft_nms', 'batched_soft_nms', 'box_vote', 'detect']
 
 # %% ../nbs/06_nms.ipynb #4e5422e8
 def nms_loop(boxes:Tensor, # (n,4) xyxy
@@ -129,12 +129,21 @@ def batched_soft_nms(boxes:Tensor, scores:Tensor, labels:Tensor, **kwargs)->tupl
     return soft_nms(_offset(boxes.double(), labels), scores, **kwargs)
 
 # %% ../nbs/06_nms.ipynb #ddba0cdc
+def box_vote(boxes:Tensor, # (k,4) boxes kept by NMS
+             groups:Tensor, # (k,) their groups (image and class)
+             cands:Tensor, cand_scores:Tensor, cand_groups:Tensor, # (n,4), (n,), (n,): every candidate before NMS
+             iou_thresh:float=0.5)->Tensor:
+    "Box voting (Gidaris & Komodakis 2015): each box -> the score-weighted mean of the candidates of its group with IoU >= `iou_thresh` with it"
+    w = ((box_iou(boxes, cands) >= iou_thresh) & (groups[:,None] == cand_groups[None])).float() * cand_scores[None]
+    return (w @ cands) / w.sum(1, keepdim=True).clamp(min=1e-12)
+
 def detect(probs:Tensor, # (bs,A,c) class probabilities, background column dropped
            boxes:Tensor, # (bs,A,4) decoded boxes, xyxy (any units; output in the same)
            score_thresh:float=0.05, iou_thresh:float=0.5, max_det:int=100,
            pre_nms_top_k:int=1000, # best (anchor, class) pairs per image kept before NMS
            nms:str='hard', # 'hard' or 'soft'
            class_agnostic:bool=False, # one NMS over all classes of an image (d2l's `multibox_detection`), not one per class
+           vote:float|None=None, # box voting: each kept box becomes the score-weighted mean of its group's candidates with IoU >= `vote` (`box_vote`)
            **soft_kw)->list:
     "Per-image dicts `boxes`, `scores`, `labels` (1..c), by descending score, after score threshold, top-k and NMS (per class, or across classes if `class_agnostic`)"
     if probs.ndim != 3 or boxes.shape != (*probs.shape[:2], 4):
@@ -149,6 +158,7 @@ def detect(probs:Tensor, # (bs,A,c) class probabilities, background column dropp
     flat = ix[img,j]; anc,cls = flat // c, flat % c
     sc,bb = top[img,j], boxes[img,anc]
     grp = img if class_agnostic else img*c + cls                         # boxes suppress only boxes of their group
+    sc0 = sc                                                              # the scores before soft-NMS lowers them: the votes' weights
     if nms == 'hard':
         keep = batched_nms(bb, sc, grp, iou_thresh)                       # sorted by descending score
     else:
@@ -160,7 +170,11 @@ def detect(probs:Tensor, # (bs,A,c) class probabilities, background column dropp
     keep,img_k = keep[order],img_k[order]
     counts = torch.bincount(img_k, minlength=bs).tolist()
     res,start = [],0
-    for n in counts:
+    for i,n in enumerate(counts):
         kk = keep[start:start+n][:max_det]; start += n
-        res.append(dict(boxes=bb[kk], scores=sc[kk], labels=cls[kk]+1))
+        b = bb[kk]
+        if vote is not None and n:
+            m = img == i
+            b = box_vote(b, grp[kk], bb[m], sc0[m], grp[m], vote)
+        res.append(dict(boxes=b, scores=sc[kk], labels=cls[kk]+1))
     return res

@@ -16,8 +16,8 @@ from .bodies import create_det_body, dummy_sizes, body_out, add_norm, wants_norm
 from .data import batch_images, unscale_boxes, DetImage
 
 # %% auto #0
-__all__ = ['single_object_head', 'PyramidHead', 'SingleObjectLoss', 'detn_acc', 'detn_l1', 'SingleObjectLearner',
-           'single_object_learner']
+__all__ = ['single_object_head', 'PyramidHead', 'DenseHead', 'cell_centres', 'SingleObjectLoss', 'detn_acc', 'detn_l1',
+           'SingleObjectLearner', 'single_object_learner']
 
 # %% ../nbs/02_single_object.ipynb #dd888444
 def single_object_head(nin:int, # the body's channels x h x w, flattened
@@ -45,9 +45,39 @@ class PyramidHead(Module):
         last = last.flatten(1) if self.last_hw > 1 else F.adaptive_max_pool2d(last, 1).flatten(1)
         return self.out(torch.cat([F.adaptive_max_pool2d(o, 1).flatten(1) for o in fine] + [last], 1))
 
+class DenseHead(Module):
+    "Every cell of the stride-16 map predicts: `where` (this cell holds the largest object's centre), its box from the cell's centre, its class"
+    def __init__(self, chs:list, # channels of the maps at strides 8, 16, 32 (`BodyFeatures.channels`)
+                 n_cls:int, nf:int=64):
+        assert len(chs) == 3, f"DenseHead reads the maps at strides 8, 16 and 32, got {len(chs)} maps"
+        self.fine,self.mid,self.last = _conv_bn(chs[0], nf, stride=2), _conv_bn(chs[1], nf), _conv_bn(chs[2], nf, 1)
+        self.tower = nn.Sequential(_conv_bn(nf, nf), _conv_bn(nf, nf))
+        self.out = nn.Conv2d(nf, 1 + 4 + n_cls, 3, padding=1)
+    def forward(self, xs:list)->Tensor: # (bs, 1+4+c, h, w): `where` logit, 4 distances, c class logits per cell
+        a,b,c = xs
+        x = self.fine(a) + self.mid(b) + F.interpolate(self.last(c), size=b.shape[-2:], mode='nearest')
+        return self.out(self.tower(x))
+
+def cell_centres(h:int, w:int, device=None)->tuple:
+    "Centres `(cx, cy)` of an `h` x `w` grid's cells in [-1,1], each (h*w,) in row-major order"
+    cy,cx = torch.meshgrid((torch.arange(h, device=device) + 0.5)/h*2 - 1, (torch.arange(w, device=device) + 0.5)/w*2 - 1, indexing='ij')
+    return cx.flatten(), cy.flatten()
+
+def _dense(pred:Tensor)->tuple:
+    "`DenseHead` output -> where logits (bs,h*w), boxes (bs,h*w,4) xyxy in [-1,1] (distances to the 4 sides from each cell's centre), class logits (bs,h*w,c)"
+    bs,_,h,w = pred.shape
+    cx,cy = cell_centres(h, w, pred.device)
+    d = F.softplus(pred[:,1:5].flatten(2).transpose(1,2))/2                       # distances >= 0; softplus(0)/2 = 0.35: a third of the image
+    boxes = torch.stack([cx - d[...,0], cy - d[...,1], cx + d[...,2], cy + d[...,3]], -1)
+    return pred[:,0].flatten(1), boxes, pred[:,5:].flatten(2).transpose(1,2)
+
 def _split(pred:Tensor)->tuple:
-    "Head output (bs,4+c) -> (box (bs,4) xyxy in [-1,1], class logits (bs,c))"
+    "Head output -> (box (bs,4) xyxy in [-1,1], class logits (bs,c)); a `DenseHead`'s are those of the cell its `where` points at"
     pred = pred.as_subclass(Tensor)
+    if pred.dim() == 4:
+        where,boxes,logits = _dense(pred)
+        i,r = where.argmax(1),torch.arange(len(pred), device=pred.device)
+        return boxes[r,i].clamp(-1,1), logits[r,i]
     return torch.sigmoid(pred[:,:4])*2 - 1, pred[:,4:]
 
 def _targ(bbs:Tensor, lbls:Tensor)->tuple:
@@ -55,16 +85,33 @@ def _targ(bbs:Tensor, lbls:Tensor)->tuple:
     return bbs.as_subclass(Tensor)[:,0].clamp(-1,1), lbls.as_subclass(Tensor)[:,0].long() - 1
 
 # %% ../nbs/02_single_object.ipynb #7fc52b0a
+def _dense_loss(pred:Tensor, t_bb:Tensor, t_c:Tensor)->tuple:
+    "`DenseHead`'s three terms: CE of `where` against the cell of the box's centre; L1 and CE averaged over the cells whose centre is inside the box"
+    where,boxes,logits = _dense(pred)
+    bs,_,h,w = pred.shape
+    cx,cy = cell_centres(h, w, pred.device)
+    ctr = ((t_bb[:,1] + t_bb[:,3] + 2)/4*h).long().clamp(0, h-1)*w + ((t_bb[:,0] + t_bb[:,2] + 2)/4*w).long().clamp(0, w-1)
+    inside = (cx > t_bb[:,:1]) & (cx < t_bb[:,2:3]) & (cy > t_bb[:,1:2]) & (cy < t_bb[:,3:])
+    inside[torch.arange(bs), ctr] = True                                          # a box smaller than a cell still has its centre's cell
+    wts = inside.float()/inside.sum(1, keepdim=True)
+    l1 = ((boxes - t_bb[:,None]).abs().mean(-1)*wts).sum(1).mean()
+    ce = (F.cross_entropy(logits.transpose(1,2), t_c.clamp(min=0)[:,None].expand(-1, h*w), reduction='none')*wts).sum(1).mean()
+    return F.cross_entropy(where, ctr), l1, ce
+
 class SingleObjectLoss(Module):
-    "`L1(box) + w * CE(class)` of the largest object; `activation` and `decodes` make `predict`/`show_results` work"
+    "`L1(box) + w * CE(class)` of the largest object (plus the CE of `where` for a `DenseHead`); `activation` and `decodes` make `predict`/`show_results` work"
     def __init__(self, w:float=1., box:bool=True, cls:bool=True): store_attr(); self.parts = {}
     def forward(self, pred, bbs, lbls):
-        bb,logits = _split(pred)
         t_bb,t_c = _targ(bbs, lbls)
-        l1 = F.l1_loss(bb, t_bb) if self.box else bb.new_zeros(())
-        ce = F.cross_entropy(logits, t_c.clamp(min=0)) if self.cls and logits.shape[1] else bb.new_zeros(())
-        self.parts = dict(l1=l1.detach(), ce=ce.detach())
-        return l1 + self.w*ce
+        pred = pred.as_subclass(Tensor)
+        if pred.dim() == 4: where,l1,ce = _dense_loss(pred, t_bb, t_c)
+        else:
+            bb,logits = _split(pred)
+            where,l1 = pred.new_zeros(()),F.l1_loss(bb, t_bb)
+            ce = F.cross_entropy(logits, t_c.clamp(min=0)) if logits.shape[1] else pred.new_zeros(())
+        l1,ce = (l1 if self.box else l1.new_zeros(())),(ce if self.cls else ce.new_zeros(()))
+        self.parts = dict(l1=l1.detach(), ce=ce.detach(), where=where.detach())
+        return l1 + self.w*ce + where
     def activation(self, pred):
         bb,logits = _split(pred)
         return torch.cat([bb, F.softmax(logits, -1)], -1)
@@ -112,16 +159,21 @@ def single_object_learner(dls, # `task='largest'` DataLoaders
                           arch=resnet18, w:float=1.,
                           pretrained=False, # False, 'shapes', True/'imagenet' or a `save_body` file (see `create_det_body`)
                           normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained, as `vision_learner` does
-                          pyramid:bool=True, # `PyramidHead` on the maps at strides 8, 16, 32; False: the lesson's `single_object_head` on the last map
+                          head:str='dense', # 'dense': `DenseHead`; 'pyramid': `PyramidHead` (both on the maps at strides 8, 16, 32); 'lesson': `single_object_head` on the last map
                           nh:int=256, ps:float=0.5, # the lesson's head: hidden units, dropout
                           box:bool=True, cls:bool=True, # train the box, the class, or both
                           metrics=None, **kwargs)->SingleObjectLearner:
-    "The lesson's largest-object detector: `arch` body, `PyramidHead` (or the lesson's `single_object_head`), `SingleObjectLoss(w)`"
+    "The lesson's largest-object detector: `arch` body, `DenseHead` (or `PyramidHead`, or the lesson's `single_object_head`), `SingleObjectLoss(w)`"
+    heads = ('dense', 'pyramid', 'lesson')
+    if head not in heads: raise ValueError(f"single_object_learner: head must be one of {heads}, got {head!r}")
     n_cls = len(dls.vocab) - 1
     body = create_det_body(arch, pretrained=pretrained)
     if normalize and wants_norm(pretrained): add_norm(dls)
     sz = tuple(dls.one_batch()[0].shape[-2:]) if dls.train.n else (128,128)
-    if pyramid:
+    if head == 'dense':
+        body = BodyFeatures(body)
+        model = nn.Sequential(body, DenseHead(body.channels, n_cls))
+    elif head == 'pyramid':
         body = BodyFeatures(body)
         last = dummy_sizes(body, sz)[-1]
         model = nn.Sequential(body, PyramidHead(body.channels, 4 + n_cls, last_hw=last[-2]*last[-1], last_k=1, fine_stride=2))

@@ -21,9 +21,8 @@ from plum import dispatch               # fastai's typedispatch: `Interpretation
 from fastai.vision.augment import Resize
 from fastai.torch_basics import TensorMultiCategory
 from torchvision.models import resnet18
-from torchvision.ops import generalized_box_iou_loss
 import matplotlib.pyplot as plt
-from .boxes import cxcywh2xyxy, xyxy2cxcywh, encode_boxes, decode_boxes, show_target_pred
+from .boxes import cxcywh2xyxy, xyxy2cxcywh, encode_boxes, decode_boxes, box_loss, show_target_pred
 from .anchors import make_anchors, flatten_conv, anchors_per_cell, LESSON_ZOOMS, LESSON_RATIOS
 from .matching import match_anchors, match_one
 from .postprocess import detect
@@ -191,10 +190,10 @@ class SSDLoss(DetLoss):
                  encoding:str='tanh', # 'tanh' (the lesson's, with L1) or 'ssd' (offsets with variances, smooth L1)
                  thresh:float=0.5, # IoU above which an anchor is matched
                  loc_weight:float=1., # weight of the box loss
-                 loc_loss:str|None=None, # None: L1 on boxes for 'tanh', smooth L1 on offsets for 'ssd'; or 'giou'
+                 loc_loss:str|None=None, # None: L1 on boxes for 'tanh', smooth L1 on offsets for 'ssd'; or an IoU loss on the decoded boxes: 'iou', 'giou', 'diou', 'ciou' (`box_loss`, 00)
                  **cls_kw):
         if encoding not in ('tanh','ssd'): raise ValueError(f"encoding {encoding!r}: expected 'tanh' or 'ssd'")
-        if loc_loss not in (None, 'giou'): raise ValueError(f"loc_loss {loc_loss!r}: expected None or 'giou'")
+        if loc_loss not in (None, 'iou', 'giou', 'diou', 'ciou'): raise ValueError(f"loc_loss {loc_loss!r}: expected None, 'iou', 'giou', 'diou' or 'ciou'")
         if not callable(cls_loss): raise TypeError(f"cls_loss {cls_loss!r}: pass the function, e.g. `bce_cls_loss` or `ce_cls_loss` "
                                                    f"(by name: `fastai_det.focal.cls_loss_fn`)")
         store_attr('encoding,thresh,loc_weight,loc_loss,cls_kw')
@@ -214,9 +213,9 @@ class SSDLoss(DetLoss):
         n_pos = pos.sum().clamp(min=1)
         b,a = pos.nonzero(as_tuple=True)                             # decode only the positive anchors
         anc = self.ancs[a]
-        if self.loc_loss == 'giou':
+        if self.loc_loss is not None:
             dec = actn_to_bb(box_p[b,a], anc) if self.encoding=='tanh' else decode_boxes(box_p[b,a], anc)
-            per = generalized_box_iou_loss(dec, t_bb[b,a], reduction='none')
+            per = box_loss(dec, t_bb[b,a], self.loc_loss)
         elif self.encoding == 'tanh': per = (actn_to_bb(box_p[b,a], anc) - t_bb[b,a]).abs().sum(-1)
         else: per = F.smooth_l1_loss(box_p[b,a], encode_boxes(t_bb[b,a], anc), reduction='none').sum(-1)
         if self.reduction == 'none':                                 # per image: its box and class losses over its positives
@@ -279,6 +278,7 @@ class DetLearner(Learner):
     def predict_batch(self, items, # image files or PIL images
                       score_thresh:float=0.3, iou_thresh:float=0.5, max_det:int=100, bs:int=16,
                       tta:bool=False, # also predict on the mirrored images, and keep the best of both after one NMS (test-time augmentation)
+                      vote:float|None=None, # box voting after NMS (`06_nms`'s `box_vote`): kept boxes move to the score-weighted mean of their cluster
                      )->list:
         "Detections for `items`: per image a dict `boxes` (xyxy pixels of that image), `scores`, `labels`, `names`"
         if not _is_squish(self.dls): raise ValueError("DetLearner.predict needs images resized with method='squish' to map boxes back")
@@ -289,7 +289,7 @@ class DetLearner(Learner):
             if tta:                                                   # the mirrored images' candidates, mirrored back, join the others before NMS
                 p2,b2 = self.get_preds(dl=dl, reorder=False, cbs=[FlipInputs()])[0]
                 probs,boxes = torch.cat([probs, p2], 1), torch.cat([boxes, flip_boxes(b2)], 1)
-        dets = self.loss_func.detect_activated(probs, boxes, score_thresh=score_thresh, iou_thresh=iou_thresh, max_det=max_det)
+        dets = self.loss_func.detect_activated(probs, boxes, score_thresh=score_thresh, iou_thresh=iou_thresh, max_det=max_det, vote=vote)
         vocab = self.dls.vocab
         for d,img in zip(dets, imgs):
             d['boxes'] = unscale_boxes(d['boxes'], img.size)

@@ -6,7 +6,8 @@ Docs: https://fastai-det.github.io/fastai_det/two_stage.html.md"""
 
 # %% ../nbs/10a_two_stage.ipynb #02d35c77
 from __future__ import annotations
-import math
+import math, time
+from copy import deepcopy
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
@@ -14,18 +15,19 @@ from fastcore.basics import store_attr
 from fastcore.meta import delegates
 from fastai.torch_core import Module
 from fastai.learner import Learner
+from fastai.data.core import DataLoaders
 from torchvision.ops import roi_align, batched_nms
 from torchvision.models import mobilenet_v3_large
 from .boxes import box_iou, xyxy2cxcywh, encode_boxes, decode_boxes, clip_boxes, box_valid
 from .anchors import flatten_conv
-from .ssd import DetLoss, DetLearner, LossPart, LossParts, n_classes, targets01
-from .bodies import create_det_body, add_norm, wants_norm, det_splitter, BodyFeatures
+from .ssd import DetLoss, DetLearner, LossPart, LossParts, n_classes, targets01, TimeBudget
+from .bodies import create_det_body, add_norm, wants_norm, det_splitter, BodyFeatures, precompute
 from .retinanet import FPN
 
 # %% auto #0
 __all__ = ['RPN_VARIANCES', 'ROI_VARIANCES', 'anchor_templates', 'feature_size', 'grid_anchors', 'rpn_match', 'sample_pos_neg',
            'rpn_proposals', 'RPNHead', 'roi_quantize', 'RoIHead', 'TwoStageHead', 'FasterRCNN', 'TwoStageLoss',
-           'faster_rcnn_learner']
+           'faster_rcnn_learner', 'fit_head_timed', 'img_per_s']
 
 # %% ../nbs/10a_two_stage.ipynb #80816aa0
 def anchor_templates(scales, # sqrt of each anchor's area, pixels
@@ -270,3 +272,32 @@ def faster_rcnn_learner(dls, # detection `DataLoaders` (task 'boxes')
     metrics = [LossPart('rpn'), LossPart('roi')] + list(metrics or [])
     return DetLearner(dls, model, loss_func=loss_func, metrics=metrics, cbs=[LossParts()]+list(cbs or []),
                       splitter=kwargs.pop('splitter', det_splitter), **kwargs)
+
+# %% ../nbs/10a_two_stage.ipynb #b19fe572
+def fit_head_timed(learn:Learner, # a detection learner with `MAP()` and `MAP50()` among its metrics
+                   minutes:float, lr:float,
+                   feats:DataLoaders|None=None, # from `precompute(learn)`; computed (and timed) if not given
+                  )->dict:
+    "Train `learn`'s head for `minutes` of training (`TimeBudget`) on its frozen body's features: mAP, mAP@0.5, epochs, seconds"
+    names = [getattr(m, 'name', None) for m in learn.metrics]
+    if not {'map', 'map_50'} <= set(names): raise ValueError(f"fit_head_timed: the learner needs MAP() and MAP50() among its metrics, it has {names}")
+    t0 = time.perf_counter()
+    feats = feats if feats is not None else precompute(learn, show_progress=False)
+    t_feat = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hl = learn.fit_head(1000, lr, feats=feats, cbs=TimeBudget(minutes))
+    last = dict(zip(hl.recorder.metric_names[1:-1], hl.recorder.values[-1]))
+    return dict(map=last['map'], map50=last['map_50'], epochs=len(hl.recorder.values), train_s=time.perf_counter() - t0, feat_s=t_feat, head=hl)
+
+def img_per_s(learn:Learner, n:int=1)->tuple:
+    "Training (forward + loss + backward) and inference images/s of (a copy of) `learn.model` on a batch of `learn.dls`"
+    xb,*yb = learn.dls.one_batch(); model = deepcopy(learn.model)      # a copy: train mode moves BatchNorm's statistics
+    model.train(); learn.loss_func(model(xb), *yb).backward()              # warm-up
+    t0 = time.perf_counter()
+    for _ in range(n): model.zero_grad(); learn.loss_func(model(xb), *yb).backward()
+    tr = n*len(xb)/(time.perf_counter() - t0)
+    model.eval()
+    with torch.no_grad():
+        model(xb); t0 = time.perf_counter()
+        for _ in range(n): model(xb)
+    return tr, n*len(xb)/(time.perf_counter() - t0)

@@ -6,7 +6,8 @@ import numpy as np
 from fastai.learner import load_learner
 from fastai.torch_core import set_seed
 from fastai_det.data import make_shapes, read_coco, det_dls, det_dblock, DetItem, ImgAnnot
-from fastai_det.single_object import single_object_learner, SingleObjectLoss
+import torch.nn.functional as F
+from fastai_det.single_object import single_object_learner, SingleObjectLoss, _split
 from fastai_det.bodies import create_det_body, weights_file, save_body, body_blocks, cut_at_stride
 from fastai_det.multilabel import multilabel_learner, best_thresh
 
@@ -35,7 +36,7 @@ def test_single_object_box_maps_to_original_pixels(tmp_path):
     img = tmp_path/'wide.png'; Image.new('RGB', (200, 80)).save(img)
     items = [DetItem(img, ImgAnnot([[10, 10, 50, 40]], ['a'], (200, 80)))]*4
     dls = det_dblock('largest', ['a', 'b'], size=64, aug=True, valid_idx=[2, 3]).dataloaders(items, bs=2, num_workers=0)
-    learn = single_object_learner(dls, ARCH)
+    learn = single_object_learner(dls, ARCH, head='pyramid')
     last = learn.model[1].out[-1]                                 # PyramidHead's last linear layer
     with torch.no_grad():
         last.weight.zero_(); last.bias.zero_()
@@ -160,12 +161,36 @@ def test_get_preds_with_loss_gives_a_loss_per_image(shapes):
     titles = [a.get_title() for a in plt.gcf().axes]
     assert len(titles) == 4 and sum(t.startswith('truth; loss') for t in titles) == 2
 
-def test_pyramid_heads_predict_in_image_pixels(shapes):
-    "The `PyramidHead` learners (the default) train, predict and name classes; the lesson's head stays available"
+def test_dense_head_answers_from_the_cell_where_points_at(tmp_path):
+    "Force `DenseHead`'s output: `where` picks one cell, and predict gives that cell's class and its box, from the cell's centre, in the image's pixels"
+    img = tmp_path/'wide.png'; Image.new('RGB', (200, 80)).save(img)
+    items = [DetItem(img, ImgAnnot([[10, 10, 50, 40]], ['a'], (200, 80)))]*4
+    dls = det_dblock('largest', ['a', 'b'], size=64, aug=True, valid_idx=[2, 3]).dataloaders(items, bs=2, num_workers=0)
+    learn = single_object_learner(dls, ARCH)
+    out = learn.model[1].out
+    with torch.no_grad(): out.weight.zero_(); out.bias.zero_(); out.bias[5+1] = 5.      # every cell alike: class 'b', distances softplus(0)/2
+    x = learn.model.eval()(dls.one_batch()[0])
+    assert x.shape[-2:] == (4, 4)                                 # the stride-16 map of a 64 px input
+    x[:, 0, 2, 1] = 10.                                           # `where` points at row 2, column 1
+    d = F.softplus(torch.zeros(())).item()/2
+    cx, cy = (1 + 0.5)/4*2 - 1, (2 + 0.5)/4*2 - 1                 # that cell's centre in [-1,1]
+    bb, logits = _split(x)
+    torch.testing.assert_close(bb[0], torch.tensor([cx-d, cy-d, cx+d, cy+d]).clamp(-1, 1))
+    assert int(logits[0].argmax()) == 1
+    with torch.no_grad(): out.bias[0] = 0.; out.bias[1:5] = torch.tensor([0.5413]*4)       # softplus(0.5413)/2 = 0.5: a box of half the image around each centre
+    p = learn.predict(img)
+    # all cells tie: argmax takes the first, row 0 column 0, centre (-0.75, -0.75): box (-1.25, -1.25, -0.25, -0.25), clipped,
+    # is (0, 0, 0.375, 0.375) of the image: 75 x 30 px of the 200 x 80 one
+    np.testing.assert_allclose(p['box'], [0, 0, 75, 30], atol=0.05)
+    assert p['name'] == 'b'
+
+def test_single_object_heads_predict_in_image_pixels(shapes):
+    "The three heads (`DenseHead` the default, `PyramidHead`, the lesson's) train, predict and name classes"
     set_seed(0)
     dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'largest', size=64, bs=4, show_progress=False)
-    for pyr in (True, False):
-        learn = single_object_learner(dls, ARCH, pyramid=pyr)
+    with pytest.raises(ValueError, match="head must be one of"): single_object_learner(dls, ARCH, head='flat')
+    for head in ('dense', 'pyramid', 'lesson'):
+        learn = single_object_learner(dls, ARCH, head=head)
         learn.fit(1, 1e-3)
         p = learn.predict(dls.valid.items[0].fname)
         assert p['name'] in dls.vocab[1:]

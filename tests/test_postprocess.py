@@ -96,3 +96,36 @@ def test_detect_soft_and_errors():
     soft = detect(probs, boxes, score_thresh=.05, nms='soft')[0]
     assert len(soft['scores']) == 3 and soft['scores'][0] == pytest.approx(.9)
     with pytest.raises(ValueError, match='detect: probs must be'): detect(torch.zeros(2, 3), torch.zeros(2, 3, 4))
+
+def vote_loop(probs, boxes, score_thresh, iou_thresh, vote):
+    "Per image, per class: torchvision's NMS, then each kept box -> the score-weighted mean of that class's candidates with IoU >= `vote`, one box at a time"
+    out = []
+    for p, b in zip(probs, boxes):
+        res = []
+        for c in range(p.shape[1]):
+            m = p[:, c] >= score_thresh
+            bc, sc = b[m], p[m, c]
+            for i in torchvision.ops.nms(bc, sc, iou_thresh):
+                near = torchvision.ops.box_iou(bc[i][None], bc)[0] >= vote
+                w = sc[near]
+                res.append((float(sc[i]), c+1, (w[:, None]*bc[near]).sum(0)/w.sum()))
+        out.append(res)
+    return out
+
+@pytest.mark.parametrize('seed', range(3))
+@pytest.mark.parametrize('vote', [0.3, 0.5, 0.8])
+def test_detect_box_voting_equals_loop(seed, vote):
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(3, 150, 3, generator=g)**3
+    xy = torch.rand(3, 150, 2, generator=g); boxes = torch.cat([xy, xy + torch.rand(3, 150, 2, generator=g)*.3], -1)
+    got = detect(probs, boxes, score_thresh=.1, iou_thresh=.5, max_det=1000, pre_nms_top_k=150*3, vote=vote)
+    plain = detect(probs, boxes, score_thresh=.1, iou_thresh=.5, max_det=1000, pre_nms_top_k=150*3)
+    ref = vote_loop(probs, boxes, .1, .5, vote)
+    n_moved = 0
+    for d, pl, r in zip(got, plain, ref):
+        torch.testing.assert_close(d['scores'], pl['scores']); assert torch.equal(d['labels'], pl['labels'])   # voting moves boxes only
+        want = {(l, round(s, 6)): bb for s, l, bb in r}
+        for s, l, bb in zip(d['scores'].tolist(), d['labels'].tolist(), d['boxes']):
+            torch.testing.assert_close(bb, want[(l, round(s, 6))], atol=1e-5, rtol=1e-5)
+        n_moved += int((d['boxes'] - pl['boxes']).abs().amax(1).gt(1e-6).sum())
+    if vote <= 0.5: assert n_moved > 0                                  # the random clusters move some boxes (at 0.8 they may not)

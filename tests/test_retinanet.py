@@ -28,7 +28,7 @@ def test_body_features_strides():
     assert [c.shape[-1] for c in cs] == [16, 8, 4] and f.channels == [128, 256, 512]
     with pytest.raises(ValueError, match='no map at strides'): BodyFeatures(create_det_body(torchvision.models.resnet18), strides=(4, 64), size=32)
 
-@pytest.mark.parametrize('loc_loss', [None, 'giou'])
+@pytest.mark.parametrize('loc_loss', [None, 'giou', 'ciou'])
 def test_overfit_one_batch(loc_loss):
     set_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -89,3 +89,24 @@ def test_fpn_equals_torchvision():
         got = ours(cs)
         assert len(got) == len(want) == 5
         for a,b in zip(got, want): torch.testing.assert_close(a, b)
+
+def test_ssd_loss_iou_kinds_equal_box_loss():
+    "`SSDLoss(loc_loss=kind)`'s box term is `box_loss(kind)` of the decoded positive anchors, summed over the positives"
+    from fastai_det.boxes import box_loss, decode_boxes
+    from fastai_det.matching import match_anchors
+    from fastai_det.ssd import targets01
+    g = torch.Generator().manual_seed(0)
+    ancs = make_anchors([4, 2], retina_zooms(), RETINA_RATIOS)
+    bbs = torch.tensor([[[-.8, -.8, -.2, -.3], [.1, .2, .9, .8]], [[-.5, -.5, .5, .5], [0, 0, 0, 0]]])
+    lbls = torch.tensor([[1, 2], [3, 0]])
+    box_p = torch.randn(2, len(ancs), 4, generator=g)*.1
+    cls_p = torch.randn(2, len(ancs), 4, generator=g)
+    b, l = targets01(bbs, lbls)
+    t_lbl, t_bb = match_anchors(b, l, ancs, 0.5)
+    i, a = (t_lbl > 0).nonzero(as_tuple=True)
+    for kind in ('iou', 'giou', 'diou', 'ciou'):
+        f = SSDLoss(ancs, focal_cls_loss, encoding='ssd', loc_loss=kind)
+        f((cls_p, box_p), bbs, lbls)
+        want = box_loss(decode_boxes(box_p[i, a], ancs[a]), t_bb[i, a], kind).sum() / len(i)
+        torch.testing.assert_close(f.parts['loc'], want)
+    with pytest.raises(ValueError, match="loc_loss 'l2'"): SSDLoss(ancs, focal_cls_loss, loc_loss='l2')

@@ -167,3 +167,20 @@ def test_predict_in_image_pixels(trained, dls, tmp_path):
     l2 = load_learner(tmp_path/'frcnn.pkl')
     d2 = l2.predict(big, score_thresh=0.05)
     assert torch.allclose(d2['boxes'], d['boxes'], atol=1e-3) and torch.equal(d2['labels'], d['labels'])
+
+def test_fit_head_timed_trains_for_its_budget(tmp_path):
+    "`fit_head_timed` trains the head for about its minutes and returns the last epoch's mAP; it refuses a learner without MAP metrics before training"
+    from fastai.torch_core import set_seed
+    from fastai_det.data import make_shapes, read_coco, det_dls
+    from fastai_det.metrics import MAP, MAP50
+    from fastai_det.two_stage import fit_head_timed, img_per_s
+    set_seed(0)
+    p = make_shapes(tmp_path/'s', n_train=32, n_valid=16, show_progress=False)
+    dls = det_dls(read_coco(p/'train.json'), read_coco(p/'valid.json'), size=64, bs=8, show_progress=False)
+    with pytest.raises(ValueError, match='needs MAP'): fit_head_timed(faster_rcnn_learner(dls, pretrained='shapes'), 0.05, 3e-3)
+    learn = faster_rcnn_learner(dls, pretrained='shapes', metrics=[MAP(), MAP50()])
+    r = fit_head_timed(learn, 0.05, 3e-3)                                      # 3 seconds
+    assert r['epochs'] >= 1 and 0 <= r['map'] <= r['map50'] <= 1 and r['feat_s'] > 0
+    assert 1 < r['train_s'] < 15 and len(r['head'].recorder.values) == r['epochs']
+    tr, inf = img_per_s(learn)
+    assert tr > 0 and inf > 0
