@@ -93,9 +93,9 @@ def load_records(data=None, # None: the embedded dataset; a folder or a file in 
         if train_split != 'train' or split not in ('valid', 'val'):
             raise CLIError(f"--data {p.name} is one json, split at random (valid_pct): it has no {train_split if train_split != 'train' else split!r} split; give a folder of splits")
         return _split(read_coco(p), valid_pct, seed)
-    if (p/'train.json').is_file():
+    if any((p/f'{s}.json').is_file() for s in ('train', 'trainval', *_names(train_split))):     # a folder of COCO split files
         vf = next((p/f'{s}.json' for s in _names(split) if (p/f'{s}.json').is_file()), None)
-        if vf is None: raise CLIError(f"--data {p}: has train.json but no {split}.json")
+        if vf is None: raise CLIError(f"--data {p}: has {', '.join(sorted(f.name for f in p.glob('*.json')))} but no {split}.json")
         tf = next((p/f'{s}.json' for s in _names(train_split) if (p/f'{s}.json').is_file()), None)
         if tf is None: raise CLIError(f"--data {p}: has no {train_split}.json to train on")
         return _coco_split(tf, p), _coco_split(vf, p)

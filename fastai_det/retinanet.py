@@ -82,18 +82,20 @@ def retinanet_learner(dls, # detection `DataLoaders` (task 'boxes')
                       n_convs:int=2, # convs in each subnet
                       sep:bool=False, # depthwise-separable subnet convs, as ssdlite's head (learns faster from scratch: see below)
                       base:float=2., # anchor size in cells of its level
+                      ratios=RETINA_RATIOS, # anchor `(h, w)` stretches at each of the 3 sizes: the paper's 3 aspect ratios, or k-means' (`anchor_aspects`, 10b)
                       loss='focal', # the class loss: a function or a name for `cls_loss_fn` ('focal', 'ce', 'bce')
                       loc_loss:str|None=None, thresh:float=0.5,
                       pretrained=False, # False, 'shapes', True/'imagenet' or a `save_body` file (see `create_det_body`)
                       normalize:bool=True, # add ImageNet's `Normalize` to `dls` when the body is pretrained, as `vision_learner` does
                       prior:float=0.01, loss_kw:dict|None=None, metrics=None, cbs=None, **kwargs)->DetLearner:
-    "A RetinaNet-style `DetLearner`: FPN on `arch`, shared subnets, 9 anchors per cell per level, focal loss"
+    "A RetinaNet-style `DetLearner`: FPN on `arch`, shared subnets, 3 sizes x `ratios` anchors per cell per level, focal loss"
     n_cls,cls_f = n_classes(dls),cls_loss_fn(loss)
     body = create_det_body(arch, pretrained=pretrained)
     if normalize and wants_norm(pretrained): add_norm(dls)
     sz = dls.one_batch()[0].shape[-1] if dls.train.n else 128
-    model = RetinaNet(body, n_cls, sz, nf, n_extra, n_convs, 9, prior, sep, getattr(cls_f, 'softmax', False))
-    ancs = make_anchors(model.grids(sz), retina_zooms(base), RETINA_RATIOS)
+    zooms = retina_zooms(base)
+    model = RetinaNet(body, n_cls, sz, nf, n_extra, n_convs, len(zooms)*len(ratios), prior, sep, getattr(cls_f, 'softmax', False))
+    ancs = make_anchors(model.grids(sz), zooms, ratios)
     loss_func = SSDLoss(ancs, cls_f, encoding='ssd', thresh=thresh, loc_loss=loc_loss, **(loss_kw or {}))
     metrics = [LossPart('loc'), LossPart('cls')] + list(metrics or [])
     return DetLearner(dls, model, loss_func=loss_func, metrics=metrics, cbs=[LossParts()]+list(cbs or []),

@@ -22,8 +22,8 @@ from .bodies import create_det_body, dummy_sizes, add_norm, wants_norm, det_spli
 
 # %% auto #0
 __all__ = ['wh_iou', 'grid_offsets', 'yolo_targets_one', 'yolo_targets', 'n_lost', 'yolo_v1_targets', 'dls_boxes', 'dls_wh',
-           'yolo_v1_loss', 'kmeans_anchors', 'mean_best_iou', 'anchor_ratios', 'yolo_decode', 'yolo_encode', 'YoloHead',
-           'YoloModel', 'YoloLoss', 'split_anchors', 'yolo_learner']
+           'yolo_v1_loss', 'kmeans_anchors', 'mean_best_iou', 'anchor_ratios', 'anchor_aspects', 'yolo_decode',
+           'yolo_encode', 'YoloHead', 'YoloModel', 'YoloLoss', 'split_anchors', 'yolo_learner']
 
 # %% ../nbs/10b_yolo.ipynb #409e9f86
 def wh_iou(a:Tensor, # (N,2) widths and heights
@@ -190,6 +190,11 @@ def anchor_ratios(ancs:Tensor, # (k,2) anchor (w,h) as fractions of the image
                   grid:int)->tuple: # `ratios` for `make_anchors(grid, zooms=(1.,), ratios=...)` / `ssd_learner`
     "Anchor shapes as the `(h,w)` stretches of a cell of `grid` that `make_anchors` takes: k-means anchors for the SSD of 08"
     return tuple((float(h*grid), float(w*grid)) for w,h in ancs)
+
+def anchor_aspects(ancs:Tensor, # (k,2) anchor (w,h), any units
+                  )->tuple: # `ratios` for `retinanet_learner`, which sizes its anchors by level itself
+    "The aspect ratios of anchor shapes as unit-area `(h, w)` stretches (RETINA_RATIOS' form): k-means shapes for RetinaNet"
+    return tuple((float((h/w)**.5), float((w/h)**.5)) for w,h in ancs)
 
 # %% ../nbs/10b_yolo.ipynb #13d1ab7e
 def yolo_decode(actn:Tensor, # (...,A,4) activations tx, ty, tw, th

@@ -111,3 +111,13 @@ def test_yolo_lists_names_and_bad_input(tmp_path):
         with pytest.raises(DataError, match=r"class names \['x'\] appear more than once"): read_yolo(tmp_path, 'train')
     (tmp_path/'data.yaml').write_text("train: [images\n")
     with pytest.raises(DataError, match='data.yaml: not valid YAML'): read_yolo(tmp_path, 'train')
+
+def test_folder_of_trainval_and_test_json_without_train_json(shapes, tmp_path):
+    "trainval.json + test.json (VOC 2007's protocol as COCO files): read with --train-split trainval; the default split is refused by name"
+    p = tmp_path/'tv'
+    for s,name in (('train','trainval'), ('test','test')):
+        coco_with_names(shapes/f'{s}.json', p/f'{name}.json'); copy_images(read_coco(shapes/f'{s}.json'), p/name)
+    tr, te = load_records(p, 'test', train_split='trainval')
+    same(tr, read_coco(shapes/'train.json')); same(te, read_coco(shapes/'test.json'))
+    with pytest.raises(CLIError, match=r'has no train.json to train on'): load_records(p, 'test')
+    with pytest.raises(CLIError, match=r'has test.json, trainval.json but no valid.json'): load_records(p, 'valid', train_split='trainval')

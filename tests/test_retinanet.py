@@ -110,3 +110,18 @@ def test_ssd_loss_iou_kinds_equal_box_loss():
         want = box_loss(decode_boxes(box_p[i, a], ancs[a]), t_bb[i, a], kind).sum() / len(i)
         torch.testing.assert_close(f.parts['loc'], want)
     with pytest.raises(ValueError, match="loc_loss 'l2'"): SSDLoss(ancs, focal_cls_loss, loc_loss='l2')
+
+def test_retinanet_learner_takes_kmeans_aspect_ratios(tmp_path):
+    "`ratios=anchor_aspects(k-means shapes)`: 3 sizes x k shapes per cell, a head output per anchor, the shapes' aspect ratios kept"
+    from fastai_det.data import make_shapes, read_coco, det_dls
+    from fastai_det.retinanet import retinanet_learner
+    from fastai_det.yolo import anchor_aspects
+    p = make_shapes(tmp_path/'s', n_train=8, n_valid=4, show_progress=False)
+    dls = det_dls(read_coco(p/'train.json'), read_coco(p/'valid.json'), size=64, bs=4, show_progress=False)
+    wh = torch.tensor([[0.1, 0.2], [0.3, 0.15], [0.2, 0.2], [0.05, 0.4]])
+    learn = retinanet_learner(dls, torchvision.models.mobilenet_v3_small, ratios=anchor_aspects(wh))
+    ancs = learn.loss_func.ancs
+    n_cells = sum(g*g for g in learn.model.grids(64))
+    assert len(ancs) == n_cells*3*4 and learn.model(dls.one_batch()[0])[0].shape[1] == len(ancs)
+    torch.testing.assert_close(ancs[:4, 3]/ancs[:4, 2], wh[:, 1]/wh[:, 0])
+    torch.testing.assert_close(ancs[:4, 2]*ancs[:4, 3], torch.full((4,), float(ancs[0, 2]*ancs[0, 3])))   # unit-area stretches: one size
