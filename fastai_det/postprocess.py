@@ -134,8 +134,10 @@ def box_vote(boxes:Tensor, # (k,4) boxes kept by NMS
              cands:Tensor, cand_scores:Tensor, cand_groups:Tensor, # (n,4), (n,), (n,): every candidate before NMS
              iou_thresh:float=0.5)->Tensor:
     "Box voting (Gidaris & Komodakis 2015): each box -> the score-weighted mean of the candidates of its group with IoU >= `iou_thresh` with it"
+    if not 0 < iou_thresh <= 1: raise ValueError(f"box_vote: iou_thresh {iou_thresh}: expected 0 < iou_thresh <= 1")
     w = ((box_iou(boxes, cands) >= iou_thresh) & (groups[:,None] == cand_groups[None])).float() * cand_scores[None]
-    return (w @ cands) / w.sum(1, keepdim=True).clamp(min=1e-12)
+    tot = w.sum(1, keepdim=True)
+    return torch.where(tot > 0, (w @ cands) / tot.clamp(min=1e-12), boxes)   # no voter (a zero-area box, zero scores): the box stays
 
 def detect(probs:Tensor, # (bs,A,c) class probabilities, background column dropped
            boxes:Tensor, # (bs,A,4) decoded boxes, xyxy (any units; output in the same)
@@ -143,12 +145,13 @@ def detect(probs:Tensor, # (bs,A,c) class probabilities, background column dropp
            pre_nms_top_k:int=1000, # best (anchor, class) pairs per image kept before NMS
            nms:str='hard', # 'hard' or 'soft'
            class_agnostic:bool=False, # one NMS over all classes of an image (d2l's `multibox_detection`), not one per class
-           vote:float|None=None, # box voting: each kept box becomes the score-weighted mean of its group's candidates with IoU >= `vote` (`box_vote`)
+           vote:float|None=None, # box voting: each kept box becomes the score-weighted mean of its group's candidates (its class, or any class if `class_agnostic`) with IoU >= `vote` (`box_vote`), weighted by the scores before soft-NMS
            **soft_kw)->list:
     "Per-image dicts `boxes`, `scores`, `labels` (1..c), by descending score, after score threshold, top-k and NMS (per class, or across classes if `class_agnostic`)"
     if probs.ndim != 3 or boxes.shape != (*probs.shape[:2], 4):
         raise ValueError(f"detect: probs must be (bs,A,c) and boxes (bs,A,4), got {tuple(probs.shape)} and {tuple(boxes.shape)}")
     if nms not in ('hard','soft'): raise ValueError(f"detect: nms {nms!r}: expected 'hard' or 'soft'")
+    if vote is not None and not 0 < vote <= 1: raise ValueError(f"detect: vote {vote}: expected an IoU threshold, 0 < vote <= 1")
     probs,boxes = probs.detach().float().as_subclass(Tensor), boxes.detach().float().as_subclass(Tensor)
     bs,A,c = probs.shape
     p = probs.masked_fill(probs < score_thresh, 0).view(bs, A*c)

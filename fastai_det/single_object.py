@@ -92,7 +92,7 @@ def _dense_loss(pred:Tensor, t_bb:Tensor, t_c:Tensor)->tuple:
     cx,cy = cell_centres(h, w, pred.device)
     ctr = ((t_bb[:,1] + t_bb[:,3] + 2)/4*h).long().clamp(0, h-1)*w + ((t_bb[:,0] + t_bb[:,2] + 2)/4*w).long().clamp(0, w-1)
     inside = (cx > t_bb[:,:1]) & (cx < t_bb[:,2:3]) & (cy > t_bb[:,1:2]) & (cy < t_bb[:,3:])
-    inside[torch.arange(bs), ctr] = True                                          # a box smaller than a cell still has its centre's cell
+    inside[torch.arange(bs, device=pred.device), ctr] = True                                          # a box smaller than a cell still has its centre's cell
     wts = inside.float()/inside.sum(1, keepdim=True)
     l1 = ((boxes - t_bb[:,None]).abs().mean(-1)*wts).sum(1).mean()
     ce = (F.cross_entropy(logits.transpose(1,2), t_c.clamp(min=0)[:,None].expand(-1, h*w), reduction='none')*wts).sum(1).mean()

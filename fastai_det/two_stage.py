@@ -278,12 +278,11 @@ def fit_head_timed(learn:Learner, # a detection learner with `MAP()` and `MAP50(
                    minutes:float, lr:float,
                    feats:DataLoaders|None=None, # from `precompute(learn)`; computed (and timed) if not given
                   )->dict:
-    "Train `learn`'s head for `minutes` of training (`TimeBudget`) on its frozen body's features: mAP, mAP@0.5, epochs, seconds"
+    "Train `learn`'s head for `minutes` of training (`TimeBudget`) on its frozen body's features: mAP, mAP@0.5, epochs, seconds of the fit (its per-epoch validation included) and of the features (None when `feats` are given)"
     names = [getattr(m, 'name', None) for m in learn.metrics]
     if not {'map', 'map_50'} <= set(names): raise ValueError(f"fit_head_timed: the learner needs MAP() and MAP50() among its metrics, it has {names}")
-    t0 = time.perf_counter()
-    feats = feats if feats is not None else precompute(learn, show_progress=False)
-    t_feat = time.perf_counter() - t0
+    t_feat = None
+    if feats is None: t0 = time.perf_counter(); feats = precompute(learn, show_progress=False); t_feat = time.perf_counter() - t0
     t0 = time.perf_counter()
     hl = learn.fit_head(1000, lr, feats=feats, cbs=TimeBudget(minutes))
     last = dict(zip(hl.recorder.metric_names[1:-1], hl.recorder.values[-1]))
@@ -292,12 +291,14 @@ def fit_head_timed(learn:Learner, # a detection learner with `MAP()` and `MAP50(
 def img_per_s(learn:Learner, n:int=1)->tuple:
     "Training (forward + loss + backward) and inference images/s of (a copy of) `learn.model` on a batch of `learn.dls`"
     xb,*yb = learn.dls.one_batch(); model = deepcopy(learn.model)      # a copy: train mode moves BatchNorm's statistics
+    sync = torch.cuda.synchronize if xb.is_cuda else (lambda: None)      # a GPU runs asynchronously: wait before reading the clock
     model.train(); learn.loss_func(model(xb), *yb).backward()              # warm-up
-    t0 = time.perf_counter()
+    sync(); t0 = time.perf_counter()
     for _ in range(n): model.zero_grad(); learn.loss_func(model(xb), *yb).backward()
-    tr = n*len(xb)/(time.perf_counter() - t0)
+    sync(); tr = n*len(xb)/(time.perf_counter() - t0)
     model.eval()
     with torch.no_grad():
-        model(xb); t0 = time.perf_counter()
+        model(xb); sync(); t0 = time.perf_counter()
         for _ in range(n): model(xb)
+        sync()
     return tr, n*len(xb)/(time.perf_counter() - t0)

@@ -129,3 +129,35 @@ def test_detect_box_voting_equals_loop(seed, vote):
             torch.testing.assert_close(bb, want[(l, round(s, 6))], atol=1e-5, rtol=1e-5)
         n_moved += int((d['boxes'] - pl['boxes']).abs().amax(1).gt(1e-6).sum())
     if vote <= 0.5: assert n_moved > 0                                  # the random clusters move some boxes (at 0.8 they may not)
+
+def test_detect_box_voting_class_agnostic_and_soft():
+    "Voting after a class-agnostic NMS averages over all classes; after soft-NMS it weighs by the scores before soft-NMS"
+    g = torch.Generator().manual_seed(5)
+    probs = torch.rand(2, 60, 3, generator=g)**3
+    xy = torch.rand(2, 60, 2, generator=g); boxes = torch.cat([xy, xy + torch.rand(2, 60, 2, generator=g)*.3], -1)
+    for kw in (dict(class_agnostic=True), dict(nms='soft')):
+        got = detect(probs, boxes, score_thresh=.1, max_det=1000, pre_nms_top_k=180, vote=.5, **kw)
+        plain = detect(probs, boxes, score_thresh=.1, max_det=1000, pre_nms_top_k=180, **kw)
+        n_moved = 0
+        for i, (d, pl) in enumerate(zip(got, plain)):
+            torch.testing.assert_close(d['scores'], pl['scores']); assert torch.equal(d['labels'], pl['labels'])
+            p, b = probs[i], boxes[i]
+            for j, (box, lbl) in enumerate(zip(pl['boxes'], pl['labels'].tolist())):
+                cls = range(3) if kw.get('class_agnostic') else [lbl-1]
+                cb = torch.cat([b[p[:, c] >= .1] for c in cls]); cs = torch.cat([p[p[:, c] >= .1, c] for c in cls])
+                near = torchvision.ops.box_iou(box[None], cb)[0] >= .5
+                want = (cs[near, None]*cb[near]).sum(0)/cs[near].sum()
+                torch.testing.assert_close(d['boxes'][j], want, atol=1e-5, rtol=1e-5)
+            n_moved += int((d['boxes'] - pl['boxes']).abs().amax(1).gt(1e-6).sum())
+        assert n_moved > 0, kw
+
+def test_box_vote_keeps_a_box_without_voters_and_checks_its_threshold():
+    from fastai_det.postprocess import box_vote
+    boxes = torch.tensor([[2., 2, 2, 2], [0, 0, 1, 1]])                  # a zero-area box has IoU 0 with everything, itself included
+    cands = torch.tensor([[2., 2, 2, 2], [0, 0, 1, 1], [0, 0, 1, 1.2]])
+    out = box_vote(boxes, torch.zeros(2), cands, torch.tensor([.9, .8, .2]), torch.zeros(3), .5)
+    torch.testing.assert_close(out[0], boxes[0])
+    torch.testing.assert_close(out[1], torch.tensor([0., 0, 1, 1.04]))
+    for bad in (0, 1.5, -1):
+        with pytest.raises(ValueError, match='iou_thresh'): box_vote(boxes, torch.zeros(2), cands, torch.ones(3), torch.zeros(3), bad)
+        with pytest.raises(ValueError, match='vote'): detect(torch.rand(1, 3, 2), cands[None], vote=bad)

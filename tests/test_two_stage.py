@@ -174,13 +174,18 @@ def test_fit_head_timed_trains_for_its_budget(tmp_path):
     from fastai_det.data import make_shapes, read_coco, det_dls
     from fastai_det.metrics import MAP, MAP50
     from fastai_det.two_stage import fit_head_timed, img_per_s
+    from fastai_det.bodies import precompute
     set_seed(0)
     p = make_shapes(tmp_path/'s', n_train=32, n_valid=16, show_progress=False)
     dls = det_dls(read_coco(p/'train.json'), read_coco(p/'valid.json'), size=64, bs=8, show_progress=False)
     with pytest.raises(ValueError, match='needs MAP'): fit_head_timed(faster_rcnn_learner(dls, pretrained='shapes'), 0.05, 3e-3)
     learn = faster_rcnn_learner(dls, pretrained='shapes', metrics=[MAP(), MAP50()])
     r = fit_head_timed(learn, 0.05, 3e-3)                                      # 3 seconds
-    assert r['epochs'] >= 1 and 0 <= r['map'] <= r['map50'] <= 1 and r['feat_s'] > 0
-    assert 1 < r['train_s'] < 15 and len(r['head'].recorder.values) == r['epochs']
-    tr, inf = img_per_s(learn)
-    assert tr > 0 and inf > 0
+    assert r['feat_s'] > 0 and len(r['head'].recorder.values) == r['epochs'] >= 2
+    assert r['train_s'] >= 0.05*60*0.9, r['train_s']                            # the budget is used (an upper bound would time the machine)
+    last = dict(zip(r['head'].recorder.metric_names[1:-1], r['head'].recorder.values[-1]))
+    assert (r['map'], r['map50']) == (last['map'], last['map_50']) and r['map'] <= r['map50']
+    r2 = fit_head_timed(learn, 0.02, 3e-3, feats=precompute(learn, show_progress=False))
+    assert r2['feat_s'] is None                                                 # features given: not timed here
+    tr, inf = img_per_s(learn, n=2)
+    assert 0 < tr < inf                                                         # a training step (forward, loss, backward) costs more than inference
