@@ -90,7 +90,8 @@ def _load_body(body, fn, name, n_in)->nn.Module:
     except Exception as e: raise ValueError(f"{fn}: not a body file written by `save_body` ({type(e).__name__})") from e
     blocks = body_blocks(body)
     n = int(sd.pop('n_blocks', len(blocks)))
-    if n < len(blocks): body = nn.Sequential(*blocks[:n])      # saved from a body cut by `cut_at_stride`: give it back cut
+    if n < len(blocks):                                        # saved from a body cut by `cut_at_stride`: give it back cut
+        body = nn.Sequential(*blocks[:n]); body.cut_from = (str(fn), n, len(blocks))   # named by `BodyFeatures` if a map is missing
     try: nn.Sequential(*body_blocks(body)).load_state_dict(sd)
     except RuntimeError as e: raise ValueError(f"{fn}: holds the weights of another body, not of {name} with {n_in} input "
                                                f"channels; make it with `save_body` on a {name} body") from e
@@ -152,7 +153,11 @@ class BodyFeatures(Module):
         for i,sh in enumerate(dummy_sizes(nn.Sequential(*self.blocks), size, each=True)):
             if size // sh[-1] in self.strides: self.take[size // sh[-1]] = (i, sh[1])     # the last block at each stride
         missing = [s for s in self.strides if s not in self.take]
-        if missing: raise ValueError(f"the body has no map at strides {missing} for {size} px images")
+        if missing:
+            cut = getattr(body, 'cut_from', None)
+            why = (f": it was loaded from {cut[0]}, saved cut to its first {cut[1]} of {cut[2]} blocks (`body_stride`); "
+                   f"use a body saved without a cut, or a detector that reads the strides it has" if cut else "")
+            raise ValueError(f"the body has no map at strides {missing} for {size} px images{why}")
         self.last = max(i for i,_ in self.take.values())
     @property
     def channels(self): return [self.take[s][1] for s in self.strides]

@@ -8,10 +8,13 @@ Docs: https://fastai-det.github.io/fastai_det/cli.html.md"""
 from __future__ import annotations
 import argparse, inspect, sys, warnings
 from fastcore.docments import docments
-with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch.jit.script), on every command's stderr: not the user's business; no global filter
-    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
-    from fastai_det.data import shapes_path, DataError
-    from fastai_det.engine import (CLIError, MODELS, PRETRAINED, train, evaluate, predict, export, make_data)
+
+def _engine():
+    "`11_engine`'s module, imported on first use (so `fastai-det --version` answers without importing torch and fastai)"
+    with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch.jit.script), on every command's stderr: not the user's business; no global filter
+        warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+        import fastai_det.engine as E
+    return E
 
 # %% auto #0
 __all__ = ['EXAMPLES', 'WEIGHTS', 'parser', 'main']
@@ -53,28 +56,36 @@ def parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='fastai-det', description='Object detection with fastai: make data, train, evaluate, predict, export.',
                                 epilog='run `fastai-det COMMAND --help` for examples')
     from fastai_det import __version__
+    E = _engine()
     p.add_argument('--version', action='version', version=f'fastai-det {__version__}')
     sub = p.add_subparsers(dest='cmd', required=True, metavar='COMMAND')
     def add(cmd, fn, help, **special):
         s = sub.add_parser(cmd, help=help, epilog=EXAMPLES[cmd], formatter_class=_Formatter)
         _options(s, fn, **special); s.set_defaults(func=fn)
-    add('make-data', make_data, 'write the embedded shapes dataset', out=dict(default=str(shapes_path()), type=str))
-    add('train', train, 'train a detector', data=dict(type=str), model=dict(help=f"the detector: one of {', '.join(MODELS)}"),
-        loss=dict(choices=['bce', 'focal', 'ce']), pretrained=dict(choices=PRETRAINED), sep=dict(action=argparse.BooleanOptionalAction),
+    add('make-data', E.make_data, 'write the embedded shapes dataset', out=dict(default=str(E.shapes_path()), type=str))
+    add('train', E.train, 'train a detector', data=dict(type=str), model=dict(help=f"the detector: one of {', '.join(E.MODELS)}"),
+        loss=dict(choices=['bce', 'focal', 'ce']), pretrained=dict(choices=E.PRETRAINED), sep=dict(action=argparse.BooleanOptionalAction),
         freeze_stride=dict(type=int), time=dict(type=float), out=dict(type=str))
-    add('eval', evaluate, 'evaluate a saved model', weights=WEIGHTS, data=dict(type=str), out=dict(type=str))
-    add('predict', predict, 'detect objects in images', weights=WEIGHTS, images=dict(names=['images'], nargs='+'), out=dict(type=str))
-    add('export', export, 'export a saved model as ONNX, TorchScript or pt2', weights=WEIGHTS,
+    add('eval', E.evaluate, 'evaluate a saved model', weights=WEIGHTS, data=dict(type=str), out=dict(type=str))
+    add('predict', E.predict, 'detect objects in images', weights=WEIGHTS, images=dict(names=['images'], nargs='+'), out=dict(type=str))
+    add('export', E.export, 'export a saved model as ONNX, TorchScript or pt2', weights=WEIGHTS,
         format=dict(choices=['onnx', 'torchscript', 'pt2']), out=dict(type=str))
     return p
 
 # %% ../nbs/12_cli.ipynb #aed46fa4
 def main(argv=None):
     "Entry point of the `fastai-det` console script: parse, call the job's function with the options as its parameters"
+    argv = sys.argv[1:] if argv is None else [str(o) for o in argv]
+    if argv == ['--version']:                 # answered before torch and fastai are imported (seconds)
+        from fastai_det import __version__
+        print(f'fastai-det {__version__}'); return 0
     a = parser().parse_args(argv)
+    if a.cmd in ('eval', 'predict', 'export') and any(o == '--model' or o.startswith('--model=') for o in argv):
+        print(f"fastai-det {a.cmd}: --model FILE is the old name of --weights FILE; it still works, but use --weights", file=sys.stderr)
     kw = {k: v for k,v in vars(a).items() if k not in ('cmd', 'func')}
+    E = _engine()
     try: a.func(**kw); return 0
-    except (CLIError, DataError) as e:
+    except (E.CLIError, E.DataError) as e:
         print(f"fastai-det {a.cmd}: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt: print(f"fastai-det {a.cmd}: interrupted", file=sys.stderr); sys.exit(130)
 

@@ -185,27 +185,40 @@ class Checkpoint(SaveModelCallback):
                      history=_history_rows(self.learn, self.epoch + 1), settings=self.settings)
         self.last_saved_path = atomic_write(self.path, lambda p: torch.save(state, p))
 
+def _any_rank(flag:bool, value:float=0.)->tuple:
+    "(is `flag` true in any process, the largest `value` of those where it is) of a distributed run, all processes calling it; in one process `(flag, value)`"
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1): return flag,value
+    v = (value if math.isfinite(value) else math.inf) if flag else -math.inf
+    dev = 'cuda' if dist.get_backend() == 'nccl' else 'cpu'
+    t = torch.tensor([float(flag), v], device=dev); dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t[0].item()),float(t[1].item())
+
 class StopOnDivergence(Callback):
-    "Stop after an epoch whose validation loss is not finite or over `factor` times the best before it; that epoch is not checkpointed"
+    "Stop after an epoch whose validation loss is not finite or over `factor` times the best before it (that epoch is not checkpointed); keeps the best epoch's weights (`best_state`, `best_epoch`)"
     order = 80                      # after `Recorder` (50) logs the epoch, before `Checkpoint` (90) would save it
     def __init__(self, factor:float=10.): self.factor = factor
     def before_fit(self):
         prior = [r[1] for r in getattr(self.learn, 'prior_history', []) if len(r) > 1 and r[1] is not None]
-        self.best = min(prior, default=math.inf)
+        self.best,self.best_state,self.best_epoch = min(prior, default=math.inf),None,None   # a resumed run's best weights are not at hand
     def after_epoch(self):
         vals = self.learn.recorder.values
         v = vals[-1][1] if vals and len(vals[-1]) > 1 and vals[-1][1] is not None else None
-        if v is None: return
-        if not math.isfinite(v) or v > self.factor*self.best:
-            self.learn.diverged = (self.epoch, float(v), self.best)
+        bad = v is not None and (not math.isfinite(v) or v > self.factor*self.best)
+        bad,worst = _any_rank(bad, v if bad else 0.)   # every process stops at the same epoch: one stopping alone would leave the others waiting
+        if bad:
+            self.learn.diverged = (self.epoch, worst, self.best)
             raise CancelFitException()
-        self.best = min(self.best, v)
+        if v is not None and v < self.best:
+            model = getattr(self.learn.model, 'module', self.learn.model)      # unwrap DDP
+            self.best,self.best_epoch = v,self.epoch
+            self.best_state = {k: t.detach().to('cpu', copy=True) for k,t in model.state_dict().items()}
 
 class StopOnNaN(TerminateOnNaNCallback):
     "fastai's `TerminateOnNaNCallback`, checked as soon as the loss exists, before a NaN step reaches the weights, and remembering where (`learn.nan_batch`)"
     order = -10
     def after_loss(self):
-        if not torch.isfinite(self.learn.loss):
+        if _any_rank(not bool(torch.isfinite(self.learn.loss)))[0]:       # all processes stop together, before the step
             self.learn.nan_batch = (self.epoch, self.iter)
             raise CancelFitException()
     def after_batch(self): pass     # fastai checks here, after the optimizer step: checked already, before it
@@ -307,7 +320,7 @@ def _train(a)->dict:
     t0 = time.perf_counter()
     learn.diverged = None
     cbs = ([Checkpoint(ck, _resume_settings(a))] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
-    if world_size() == 1: cbs.append(StopOnDivergence())       # one process: the others would wait for it in their collectives
+    stop = StopOnDivergence(); cbs.append(stop)                 # in every process: they decide together (`_any_rank`)
     if not torch.cuda.is_available(): cbs.append(ChannelsLastBatch())   # about a tenth faster on a CPU
     lr = slice(a.lr/10, a.lr) if learn.pretrained else a.lr      # a pretrained body learns at a tenth of the head's rate
     def fit():
@@ -332,15 +345,17 @@ def _train(a)->dict:
                        f"(try {a.lr/10:g}); {saved}")
     wall = time.perf_counter() - t0
     stopped = None
-    if learn.diverged is not None:                 # back to the last good epoch: its checkpoint
+    if learn.diverged is not None:                 # back to the best epoch: its weights (or, resumed, the last good checkpoint)
         e,v,best = learn.diverged
         if not ck.is_file():
             raise CLIError(f"the validation loss diverged at epoch {e+1} ({v:.3g}) and no epoch finished before it, so nothing "
                            f"was saved: train again with a lower --lr (try {a.lr/10:g})")
         state = torch.load(ck, map_location='cpu', weights_only=False)
-        learn.model.load_state_dict(state['model']); learn.prior_history = state['history']
+        learn.prior_history = state['history']     # the epochs before the divergence; the checkpoint stays the last good epoch, for --resume
+        if stop.best_state is not None: learn.model.load_state_dict(stop.best_state); kept = stop.best_epoch
+        else: learn.model.load_state_dict(state['model']); kept = state['epoch']
         stopped = (f"the validation loss diverged at epoch {e+1} ({v:.3g} against the best {best:.3g}): training stopped there, "
-                   f"and the model, metrics and pictures are those of epoch {state['epoch']+1}; try a lower --lr ({a.lr/10:g})")
+                   f"and the model, metrics and pictures are those of epoch {kept+1}, {'the best' if stop.best_state is not None else 'the last good'} one; try a lower --lr ({a.lr/10:g})")
         print(f"fastai-det train: {stopped}", file=sys.stderr)
     history = _history(learn, len(learn.prior_history) if stopped else None)   # before any get_preds: fastai's validation_context resets the recorder
     curves = _curves(learn)                       # the same: loss.png's curves, put back before the pictures
@@ -632,6 +647,13 @@ def check_settings(cmd:str, # 'train', 'make-data', 'eval', 'predict' or 'export
         need(math.isfinite(a.lr) and a.lr > 0, '--lr', 'must be a positive number')
         arch_fn(a.arch)
         need(a.model in MODELS, '--model', f"expected one of {', '.join(MODELS)}")
+        if a.model in ('ssd', 'ssd-multi'):      # its head brings the stride-32 map down to 4x4, 2x2, 1x1 grids (`head_strides`, 08_ssd)
+            from fastai_det.ssd import head_strides
+            def fits(s):
+                try: head_strides(s // 32, (4, 2, 1)); return True
+                except ValueError: return False
+            if not fits(a.size): raise CLIError(f"--size {a.size} with --model {a.model}: its {a.size//32}x{a.size//32} body map cannot be brought down "
+                                                f"to the 4x4 grid of its anchors; sizes that work: {', '.join(str(s) for s in range(64, 545, 32) if fits(s))}, ...")
         need(a.valid_split not in _names(a.train_split), '--valid-split', f"is --train-split too: the scores would be of training images")
         resolve_pretrained(a.pretrained, a.arch)
         if a.freeze_stride is not None: need(a.freeze_stride >= 0, '--freeze-stride', 'must be 0 (nothing frozen) or a stride such as 4')

@@ -70,18 +70,19 @@ def test_train_outputs(trained, data):
 
 def test_eval_and_predict(trained, data, tmp_path):
     out, _ = trained
-    r = run('eval', '--model', out/'model.pkl', '--data', data, '--split', 'test', '--out', tmp_path/'ev')
+    r = run('eval', '--weights', out/'model.pkl', '--data', data, '--split', 'test', '--out', tmp_path/'ev')
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path/'ev'/'metrics.json').read_text())
     assert m['n_images'] == 6 and 'map_50' in m and 'f1' in m['prf'] and 'precision' in r.stdout
     assert (tmp_path/'ev'/'confusion_matrix.png').is_file()
-    r2 = run('eval', '--model', out/'model.pkl', '--data', data, '--split', 'test', '--out', tmp_path/'ev2', '--conf', '0.01', '--iou', '0.5')
+    r2 = run('eval', '--weights', out/'model.pkl', '--data', data, '--split', 'test', '--out', tmp_path/'ev2', '--conf', '0.01', '--iou', '0.5')
     m2 = json.loads((tmp_path/'ev2'/'metrics.json').read_text())            # the thresholds are the user's; mAP does not depend on them
     assert r2.returncode == 0 and (m2['prf']['conf'], m2['prf']['iou'], m2['confusion']['conf']) == (0.01, 0.5, 0.01) and m2['map_50'] == m['map_50']
     assert 'at score >= 0.01 and IoU 0.5' in r2.stdout
     imgs = sorted((data/'JPEGImages').glob('test_*.jpg'))[:2]
-    r = run('predict', '--model', out/'model.pkl', *imgs, '--out', tmp_path/'pr', '--thresh', '0.01')
+    r = run('predict', '--model', out/'model.pkl', *imgs, '--out', tmp_path/'pr', '--thresh', '0.01')   # the old name of --weights
     assert r.returncode == 0, r.stderr
+    assert '--model FILE is the old name of --weights FILE' in r.stderr and 'Warning' not in r.stderr, r.stderr
     res = json.loads((tmp_path/'pr'/'predictions.json').read_text())
     sizes = {str(f): Image.open(f).size for f in imgs}
     assert {d['file_name'] for d in res} <= set(sizes)
@@ -171,11 +172,13 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
     (['train', '--model', 'detr'], "--model 'detr'"),
     (['train', '--model', 'ssd', '--sep'], '--sep: only --model retinanet'),
     (['train', '--freeze-stride', '-1'], '--freeze-stride -1: must be 0'),
-    (['eval', '--model', '/nowhere.pkl'], 'no such file'),
+    (['eval', '--weights', '/nowhere.pkl'], 'no such file'),
     (['train', '--epochs', '0'], '--epochs 0: must be at least 1'),
     (['train', '--bs', '0'], '--bs 0: must be at least 1'),
     (['train', '--size', '0'], '--size 0: must be a multiple of 32'),
     (['train', '--size', '100'], '--size 100: must be a multiple of 32'),
+    (['train', '--size', '96', '--model', 'ssd'], '--size 96 with --model ssd: its 3x3 body map cannot be brought down to the 4x4 grid of its anchors; sizes that work: 128, 224, 256, 416'),
+    (['train', '--size', '160', '--model', 'ssd-multi'], '--size 160 with --model ssd-multi'),   # checked before any data is read
     (['train', '--lr', '-1'], '--lr -1.0: must be a positive number'),
     (['train', '--lr', 'nan'], '--lr nan: must be a positive number'),
     (['train', '--time', '0'], '--time 0.0: must be a positive number'),
@@ -183,9 +186,9 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
     (['train', '--arch', 'list_models'], "--arch 'list_models': not a torchvision classification model"),
     (['make-data', '--n-train', '0'], '--n-train 0: must be at least 1'),
     (['train', '--train-split', 'valid'], "--valid-split 'valid': is --train-split too"),
-    (['eval', '--model', '/nowhere.pkl', '--bs', '0'], '--bs 0: must be at least 1'),
-    (['eval', '--model', '/nowhere.pkl', '--conf', '2'], '--conf 2.0: must be between 0 and 1'),
-    (['eval', '--model', '/nowhere.pkl', '--iou', '1'], '--iou 1.0: must be at least 0 and below 1'),
+    (['eval', '--weights', '/nowhere.pkl', '--bs', '0'], '--bs 0: must be at least 1'),
+    (['eval', '--weights', '/nowhere.pkl', '--conf', '2'], '--conf 2.0: must be between 0 and 1'),
+    (['eval', '--weights', '/nowhere.pkl', '--iou', '1'], '--iou 1.0: must be at least 0 and below 1'),
 ])
 def test_bad_input_simple(args, msg, capsys):
     code, _, err = run_here(capsys, *args)
@@ -208,24 +211,24 @@ def test_bad_input_files(tmp_path, trained, data, capsys):
     code, _, err = run_here(capsys, 'train', '--data', bad, '--out', out, *TINY)
     assert code == 2 and 'valid_00001.jpg: cannot be decoded' in err, err
     (tmp_path/'m.pkl').write_bytes(b'not a pickle')
-    code, _, err = run_here(capsys, 'eval', '--model', tmp_path/'m.pkl', '--data', data)
+    code, _, err = run_here(capsys, 'eval', '--weights', tmp_path/'m.pkl', '--data', data)
     assert code == 2 and 'not a model saved by fastai-det' in err
     img = tmp_path/'broken.jpg'; img.write_bytes(b'\xff\xd8 junk')
-    code, _, err = run_here(capsys, 'predict', '--model', out/'model.pkl', img, '--out', tmp_path/'p')
+    code, _, err = run_here(capsys, 'predict', '--weights', out/'model.pkl', img, '--out', tmp_path/'p')
     assert code == 2 and 'broken.jpg: cannot be decoded' in err
-    code, _, err = run_here(capsys, 'eval', '--model', out/'model.pkl', '--data', bad)   # eval checks its images first, as train does
+    code, _, err = run_here(capsys, 'eval', '--weights', out/'model.pkl', '--data', bad)   # eval checks its images first, as train does
     assert code == 2 and 'valid_00001.jpg: cannot be decoded' in err and len(err.strip().splitlines()) == 1, err
     (bad/'JPEGImages'/'valid_00001.jpg').write_bytes(b'')                                  # a zero-byte image
-    code, _, err = run_here(capsys, 'eval', '--model', out/'model.pkl', '--data', bad)
+    code, _, err = run_here(capsys, 'eval', '--weights', out/'model.pkl', '--data', bad)
     assert code == 2 and 'valid_00001.jpg: cannot be decoded' in err, err
     empty = shutil.copytree(data, tmp_path/'noobj')                                         # a split without a single object
     v = json.loads((empty/'valid.json').read_text()); v['annotations'] = []; (empty/'valid.json').write_text(json.dumps(v))
-    code, _, err = run_here(capsys, 'eval', '--model', out/'model.pkl', '--data', empty)
+    code, _, err = run_here(capsys, 'eval', '--weights', out/'model.pkl', '--data', empty)
     assert code == 2 and 'no objects in any of its 7 images' in err and 'mAP' in err, err
     (tmp_path/'t.jpg').write_text('x')                                                      # --out: an existing file is refused
     code, _, err = run_here(capsys, 'train', '--data', data, '--out', tmp_path/'t.jpg', *TINY)
     assert code == 2 and '--out' in err, err
-    code, _, err = run_here(capsys, 'predict', '--model', out/'model.pkl', img, '--out', tmp_path/'t.jpg')
+    code, _, err = run_here(capsys, 'predict', '--weights', out/'model.pkl', img, '--out', tmp_path/'t.jpg')
     assert code == 2 and '--out' in err, err
     code, _, err = run_here(capsys, 'make-data', '--out', tmp_path/'t.jpg')
     assert code == 2 and '--out' in err, err
@@ -241,8 +244,16 @@ def test_train_on_the_splits_asked(data, tmp_path, capsys):
 
 def test_a_command_prints_no_warning():
     "fastai's import warns on torch 2.14 (torch.jit.script); a command's stderr stays clean of it"
+    r = run('train', '--help')
+    assert r.returncode == 0 and '--weights' not in r.stdout and '--time' in r.stdout and 'Warning' not in r.stderr, r.stderr
+
+def test_version_answers_without_importing_torch():
+    "`fastai-det --version` prints the version without importing torch or fastai (it took about 9 s when it did)"
+    code = "import sys; from fastai_det.cli import main; rc = main(['--version']); assert rc == 0; print(sorted(m for m in ('torch', 'fastai') if m in sys.modules))"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.splitlines() == [f'fastai-det {__import__("fastai_det").__version__}', '[]'], (r.stdout, r.stderr)
     r = run('--version')
-    assert r.returncode == 0 and r.stdout.startswith('fastai-det ') and 'Warning' not in r.stderr, r.stderr
+    assert r.returncode == 0 and r.stdout.startswith('fastai-det ') and not r.stderr
 
 def test_nan_stops_with_message(data, tmp_path):
     r = run('train', '--data', data, '--out', tmp_path/'n', *TINY[:-2], '--arch', 'mobilenet_v3_small', '--lr', '1e9')
@@ -256,6 +267,18 @@ def test_deterministic(data, tmp_path, trained):
     assert r.returncode == 0, r.stderr
     a, b = [json.loads((p/'metrics.json').read_text()) for p in (out, tmp_path/'again')]
     assert a['epochs'] == b['epochs'] and a['map'] == b['map']
+
+def assert_model_loads_and_is_the_checkpoint(out, data):
+    "The run's model.pkl loads, has the last checkpoint's weights and predicts on an image"
+    import torch, warnings
+    from fastai.learner import load_learner
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); learn = load_learner(out/'model.pkl')
+    state = torch.load(out/'checkpoint.pth', map_location='cpu', weights_only=False)
+    sd = learn.model.state_dict()
+    assert set(sd) == set(state['model']) and all(torch.equal(sd[k].cpu(), v) for k, v in state['model'].items())
+    d = learn.predict(sorted((Path(data)/'JPEGImages').glob('*.jpg'))[0], score_thresh=0.)
+    assert len(d['boxes']) and d['boxes'].shape[1] == 4 and len(d['names']) == len(d['scores'])
 
 def test_resume_after_kill(data, tmp_path):
     out = tmp_path/'k'
@@ -271,6 +294,7 @@ def test_resume_after_kill(data, tmp_path):
     assert 'resuming after epoch' in r.stdout
     m = json.loads((out/'metrics.json').read_text())
     assert len(m['epochs']) == 4
+    assert_model_loads_and_is_the_checkpoint(out, data)
 
 def test_resume_a_run_killed_after_its_last_epoch(trained, data, tmp_path):
     "A kill during the final export leaves the last epoch's checkpoint and no model: `--resume` writes the model, metrics and pictures"
@@ -284,6 +308,7 @@ def test_resume_a_run_killed_after_its_last_epoch(trained, data, tmp_path):
     assert len(m['epochs']) == 2 and m['epochs'] == m0['epochs'] and m['map'] == pytest.approx(m0['map'])
     assert (run_dir/'model.pkl').is_file() and (run_dir/'results.csv').is_file() and (run_dir/'predictions.png').is_file()
     assert not list(run_dir.glob('.*.tmp'))
+    assert_model_loads_and_is_the_checkpoint(run_dir, data)
 
 def test_resume_refuses_another_runs_or_a_broken_checkpoint(trained, data, tmp_path, capsys):
     "`--resume` says which setting differs from the checkpoint's run, and names a checkpoint it cannot read or load; nothing is written"
@@ -324,6 +349,61 @@ def test_divergence_stops_before_the_checkpoint_is_overwritten(tmp_path):
     assert e == 2 and v > 10*best and len(learn.recorder.values) == 3
     state = torch.load(ck, weights_only=False)
     assert state['epoch'] == 1 and len(state['history']) == 2           # epoch 2's weights never reached the file
+
+def test_divergence_restores_the_best_epoch(tmp_path):
+    "`StopOnDivergence` keeps the weights of the epoch with the lowest validation loss, not only the last good one"
+    import torch
+    from fastai.test_utils import synth_learner
+    from fastai.callback.core import Callback
+    from fastai_det.engine import StopOnDivergence
+    snaps = {}
+    class Worse(Callback):                                                # y = 2x + 3: set before each validation, no training (lr 0)
+        order = 90
+        def before_validate(self):
+            a, b = [(1., 2.), (2., 3.), (2.05, 3.), (1e4, 3.)][self.epoch]     # loss ~2, best, a little worse, exploded
+            with torch.no_grad(): self.learn.model.a.fill_(a); self.learn.model.b.fill_(b)
+        def after_epoch(self): snaps[self.epoch] = {k: v.clone() for k, v in self.learn.model.state_dict().items()}
+    learn = synth_learner(n_trn=4, n_val=8, lr=0.)
+    stop = StopOnDivergence()
+    learn.fit(6, cbs=[stop, Worse()])
+    losses = [r[1] for r in learn.recorder.values]
+    e, v, best = learn.diverged
+    assert e == 3 == len(losses) - 1 and v > 10*best and best == min(losses[:-1]) and losses[2] > losses[1]
+    assert stop.best_epoch == losses.index(min(losses[:-1])) and stop.best_epoch != e - 1, losses   # the best is not the last good epoch
+    for k, t in stop.best_state.items(): assert torch.equal(t, snaps[stop.best_epoch][k])
+
+DIVERGE_RANKS = r"""
+import json, os, sys, torch, torch.distributed as dist
+from fastai.test_utils import synth_learner
+from fastai.callback.core import Callback
+from fastai_det.engine import StopOnDivergence, StopOnNaN
+rank, what = int(os.environ['RANK']), sys.argv[2]
+dist.init_process_group('gloo', init_method='file://' + sys.argv[1], rank=rank, world_size=2)
+class Blow(Callback):                                                     # only rank 1's weights blow up, at epoch 2
+    def before_epoch(self):
+        if rank == 1 and self.epoch == 2:
+            with torch.no_grad(): [p.mul_(float('nan') if what == 'nan' else 1e4) for p in self.learn.model.parameters()]
+learn = synth_learner(n_trn=16, n_val=8, lr=1e-2); learn.diverged = learn.nan_batch = None
+with learn.no_bar(), learn.no_logging(): learn.fit(6, cbs=[StopOnDivergence(), StopOnNaN(), Blow()])
+print(json.dumps(dict(epochs=len(learn.recorder.values), diverged=learn.diverged, nan=learn.nan_batch)))
+dist.destroy_process_group()
+"""
+
+def test_processes_stop_together(tmp_path):
+    "A divergence or a NaN in one process of a distributed run stops every process at the same epoch (none waits forever)"
+    script = tmp_path/'ranks.py'; script.write_text(DIVERGE_RANKS)
+    for what in ('diverge', 'nan'):
+        init = tmp_path/f'init_{what}'
+        ps = [subprocess.Popen([sys.executable, str(script), str(init), what], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, RANK=str(r), OMP_NUM_THREADS='1')) for r in (0, 1)]
+        outs = [p.communicate(timeout=120) for p in ps]
+        assert all(p.returncode == 0 for p in ps), [o[1][-1500:] for o in outs]
+        r0, r1 = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
+        if what == 'diverge':
+            assert r0['diverged'] and r1['diverged'] and r0['diverged'][0] == r1['diverged'][0] == 2, (r0, r1)
+            assert r0['diverged'][1] == r1['diverged'][1] > 10*r1['diverged'][2]                  # rank 0 reports rank 1's loss
+        else:
+            assert r0['nan'] and r0['nan'] == r1['nan'] and r0['nan'][0] == 2, (r0, r1)        # the same batch, before its step
 
 def test_two_processes(data, tmp_path):
     torchrun = BIN/'torchrun'
@@ -368,6 +448,7 @@ def test_sigkill_while_writing(n, what, data, tmp_path):
     assert 'unfinished temporary file' in r.stdout and not list(out.glob('.*.tmp'))
     m = json.loads((out/'metrics.json').read_text())
     assert len(m['epochs']) == 2 and (out/'model.pkl').is_file()
+    assert_model_loads_and_is_the_checkpoint(out, data)
 
 def test_loss_picture_has_its_curves(trained):
     "loss.png shows the training loss and the loss parts (the final evaluation's get_preds once emptied both)"

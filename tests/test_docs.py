@@ -125,14 +125,26 @@ def test_pages_under_nbdev_names(built):
     assert not missing, missing
     assert '# Boxes' in (site/'boxes.html.md').read_text()
 
+CLIPPED = """
+const out = [];
+for (const e of document.querySelectorAll('body *')) {
+  const s = getComputedStyle(e);
+  if (['hidden', 'clip'].includes(s.overflowX) && e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0)
+    out.push(e.tagName.toLowerCase() + '.' + (e.className || '') + ': ' + (e.textContent || '').trim().slice(0, 60));
+}
+return [document.documentElement.scrollWidth, window.innerWidth, out.slice(0, 5), out.length];
+"""
+
 def test_pages_fit_1280_px(browser, url):
-    "No page is wider than a 1280-px window: code blocks and signatures wrap or scroll inside their column"
-    wide = {}
-    for name in ('00_boxes', '07_metrics', '08_ssd', '12_cli'):
+    "No page is wider than a 1280-px window, and no element cuts its content off (`overflow-x: hidden/clip`): code and signatures wrap or scroll"
+    wide, clipped = {}, {}
+    for name in nbs:
         browser.get(f'{url}/{name}.html')
-        w = browser.execute_script('return document.documentElement.scrollWidth')
-        if w > 1280: wide[name] = w
-    assert not wide, f"pages wider than the window: {wide}"
+        w, inner, cut, n = browser.execute_script(CLIPPED)
+        if w > inner: wide[name] = w
+        if n: clipped[name] = (n, cut)
+    assert not wide, f"pages wider than the {inner}-px window: {wide}"
+    assert not clipped, f"elements whose content is cut off: {clipped}"
 
 def test_previous_next_and_repository_links(built):
     "Every lesson page links to the previous and next pages of the sidebar, to the repository, and has a favicon"

@@ -91,6 +91,8 @@ def test_a_cut_body_loads_back_cut(tmp_path):
     assert y2.shape[-2:] == (4, 4) and torch.allclose(y1, y2, atol=1e-6)
     assert len(body_blocks(cut_at_stride(b2, 16))) == len(body_blocks(b2))      # cutting it again at its stride changes nothing
     with pytest.raises(ValueError, match='stride 32'): cut_at_stride(b2, 32)
+    from fastai_det.bodies import BodyFeatures
+    with pytest.raises(ValueError, match=r"no map at strides \[32\].*cut\.pth, saved cut"): BodyFeatures(b2, (8, 16, 32), 64)   # names the file
 
 def test_learners_take_a_saved_body(shapes, tmp_path):
     set_seed(0)
@@ -161,6 +163,32 @@ def test_get_preds_with_loss_gives_a_loss_per_image(shapes):
     titles = [a.get_title() for a in plt.gcf().axes]
     assert len(titles) == 4 and sum(t.startswith('truth; loss') for t in titles) == 2
 
+@pytest.mark.parametrize('model', ['ssd-multi', 'retinanet', 'faster-rcnn', 'yolo'])
+def test_fastai_tools_work_on_every_detector(shapes, model):
+    "`get_preds(with_loss=True)`, `get_preds(with_decoded=True)`, `Interpretation.plot_top_losses` and `show_results` on each detector the CLI trains"
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from fastai.interpret import Interpretation
+    from fastai_det.engine import build_learner
+    set_seed(0)
+    dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'boxes', size=128, bs=4, show_progress=False)
+    learn = build_learner(model, dls, 'ce', 'mobilenet_v3_small', None, 'none')
+    n = len(dls.valid_ds)
+    with learn.no_bar():
+        _, _, losses = learn.get_preds(with_loss=True)
+        _, _, (bb, lb) = learn.get_preds(with_decoded=True)
+    assert losses.shape == (n,) and torch.isfinite(losses).all() and learn.loss_func.reduction == 'mean'
+    assert bb.shape[0] == lb.shape[0] == n and bb.shape[-1] == 4 and lb.dtype == torch.long     # padded detections, xyxy in [-1,1]
+    assert bb.abs().max() <= 1 + 1e-4 and ((lb >= 0) & (lb < len(dls.vocab))).all()
+    with learn.no_bar():
+        Interpretation.from_learner(learn).plot_top_losses(2)
+    titles = [a.get_title() for a in plt.gcf().axes]
+    assert sum(t.startswith('truth; loss') for t in titles) == 2, titles
+    plt.close('all')
+    axs = learn.show_results(max_n=2)
+    assert sum(a.get_title() == 'prediction' for a in axs.flatten()) == 2
+    plt.close('all')
+
 def test_dense_head_answers_from_the_cell_where_points_at(tmp_path):
     "Force `DenseHead`'s output: `where` picks one cell, and predict gives that cell's class and its box, from the cell's centre, in the image's pixels"
     img = tmp_path/'wide.png'; Image.new('RGB', (200, 80)).save(img)
@@ -178,10 +206,13 @@ def test_dense_head_answers_from_the_cell_where_points_at(tmp_path):
     torch.testing.assert_close(bb[0], torch.tensor([cx-d, cy-d, cx+d, cy+d]).clamp(-1, 1))
     assert int(logits[0].argmax()) == 1
     with torch.no_grad(): out.bias[0] = 0.; out.bias[1:5] = torch.tensor([0.5413]*4)       # softplus(0.5413)/2 = 0.5: a box of half the image around each centre
-    p = learn.predict(img)
-    # all cells tie: argmax takes the first, row 0 column 0, centre (-0.75, -0.75): box (-1.25, -1.25, -0.25, -0.25), clipped,
-    # is (0, 0, 0.375, 0.375) of the image: 75 x 30 px of the 200 x 80 one
-    np.testing.assert_allclose(p['box'], [0, 0, 75, 30], atol=0.05)
+    def point(m, i, o): o = o.clone(); o[:, 0, 2, 1] = 10.; return o   # through predict too, `where` points at row 2, column 1
+    h = out.register_forward_hook(point)
+    try: p = learn.predict(img)
+    finally: h.remove()
+    # that cell's centre (-0.25, 0.25) +- 0.5: box (-0.75, -0.25, 0.25, 0.75) in [-1,1], (0.125, 0.375, 0.625, 0.875) of the
+    # image: (25, 30, 125, 70) px of the 200 x 80 one (the first cell, where a `where` ignored would land, gives (0, 0, 75, 30))
+    np.testing.assert_allclose(p['box'], [25, 30, 125, 70], atol=0.05)
     assert p['name'] == 'b'
 
 def test_single_object_heads_predict_in_image_pixels(shapes):
@@ -198,3 +229,22 @@ def test_single_object_heads_predict_in_image_pixels(shapes):
     learn = multilabel_learner(dls, ARCH)
     learn.fit(1, 1e-3)
     assert learn.get_preds()[0].shape == (len(dls.valid_ds), dls.c)
+
+def test_dense_loss_by_hand():
+    "`_dense_loss` on a 2x2 map of zeros, one box around the first cell's centre: log 4, the L1 of that cell's box, log 2"
+    from fastai_det.single_object import _dense_loss
+    pred = torch.zeros(1, 5 + 2, 2, 2)
+    t_bb, t_c = torch.tensor([[-0.9, -0.9, 0.1, 0.1]]), torch.tensor([1])
+    where, l1, ce = _dense_loss(pred, t_bb, t_c)
+    d = F.softplus(torch.zeros(())).item()/2                          # every cell's box: its centre +- 0.347
+    box0 = torch.tensor([-0.5 - d, -0.5 - d, -0.5 + d, -0.5 + d])     # the only cell whose centre is inside the box
+    torch.testing.assert_close(where, torch.tensor(4.).log())
+    torch.testing.assert_close(l1, (box0 - t_bb[0]).abs().mean())
+    torch.testing.assert_close(ce, torch.tensor(2.).log())
+    pred[0, 0, 0, 0] = 3.; pred[0, 5 + 1, 0, 0] = 2.                  # `where` and the class right at that cell: both terms fall
+    where2, _, ce2 = _dense_loss(pred, t_bb, t_c)
+    assert where2 < where and ce2 < ce
+    small = torch.tensor([[0.4, 0.4, 0.45, 0.45]])                    # inside no cell's centre: the centre's cell still learns it
+    _, l1s, _ = _dense_loss(torch.zeros(1, 7, 2, 2), small, t_c)
+    box3 = torch.tensor([0.5 - d, 0.5 - d, 0.5 + d, 0.5 + d])
+    torch.testing.assert_close(l1s, (box3 - small[0]).abs().mean())
