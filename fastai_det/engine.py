@@ -286,6 +286,12 @@ def load_checkpoint(ck:Path, a)->dict:
                        ": resume with that run's settings, or train without --resume")
     return state
 
+def _need_objects(recs, split:str):
+    "A split without a single box cannot be trained on or scored: say so before any work"
+    if len(recs) and not any(len(o[1]) for o in recs.annots):      # no images at all: `det_dls` says that
+        raise CLIError(f"{recs.source}: the {split} split has no objects in any of its {len(recs)} images: "
+                       "nothing to learn from or to score (mAP is undefined)")
+
 def _train(a)->dict:
     "`train` with its settings in `a`"
     out = Path(a.out)
@@ -296,6 +302,7 @@ def _train(a)->dict:
     both = set(tr.fnames) & set(va.fnames)
     if both: raise CLIError(f"--train-split {a.train_split!r} and --valid-split {a.valid_split!r} share {len(both)} images (e.g. {Path(sorted(both)[0]).name}): "
                             f"the scores would be of training images (VOC 2007: --train-split trainval --valid-split test)")
+    _need_objects(tr, 'training'); _need_objects(va, 'valid')
     dls = det_dls(tr, va, 'boxes', size=a.size, bs=a.bs, show_progress=not a.quiet)
     learn = build_learner(a.model, dls, a.loss, a.arch, a.sep, a.pretrained)
     learn.cat_ids = tr.cat_ids                  # the source's category ids (COCO), saved with the model for predict's results
@@ -533,7 +540,7 @@ def evaluate(weights, # model.pkl written by `train`
         raise CLIError(f"--data: the model's classes {list(learn.dls.vocab[1:])[:6]} are not the embedded dataset's; pass the dataset it is for")
     _,recs = load_records(a.data, a.split)
     if not len(recs): raise CLIError(f"{recs.source}: no images")
-    if not any(len(o[1]) for o in recs.annots): raise CLIError(f"{recs.source}: no objects in any of its {len(recs)} images: there is nothing to score (mAP is undefined)")
+    _need_objects(recs, a.split)
     verify_images(recs.fnames, show_progress=False)                # a corrupt image: a `DataError` naming it, before any work
     res = evaluate_learner(learn, recs, bs=a.bs, tta=a.tta, conf=a.conf, iou=a.iou)
     m = dict(res['metrics'], per_class=res['per_class'], prf=res['prf'], confusion=confusion_json(res),

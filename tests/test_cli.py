@@ -225,6 +225,8 @@ def test_bad_input_files(tmp_path, trained, data, capsys):
     v = json.loads((empty/'valid.json').read_text()); v['annotations'] = []; (empty/'valid.json').write_text(json.dumps(v))
     code, _, err = run_here(capsys, 'eval', '--weights', out/'model.pkl', '--data', empty)
     assert code == 2 and 'no objects in any of its 7 images' in err and 'mAP' in err, err
+    code, _, err = run_here(capsys, 'train', '--data', empty, '--out', tmp_path/'noobj_run', *TINY)   # train says it before any work
+    assert code == 2 and 'valid split has no objects in any of its 7 images' in err and not (tmp_path/'noobj_run').exists(), err
     (tmp_path/'t.jpg').write_text('x')                                                      # --out: an existing file is refused
     code, _, err = run_here(capsys, 'train', '--data', data, '--out', tmp_path/'t.jpg', *TINY)
     assert code == 2 and '--out' in err, err
@@ -293,7 +295,7 @@ def test_resume_after_kill(data, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'resuming after epoch' in r.stdout
     m = json.loads((out/'metrics.json').read_text())
-    assert len(m['epochs']) == 4
+    assert len(m['epochs']) == 4 and not list(out.glob('.*.tmp'))
     assert_model_loads_and_is_the_checkpoint(out, data)
 
 def test_resume_a_run_killed_after_its_last_epoch(trained, data, tmp_path):
