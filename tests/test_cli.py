@@ -385,7 +385,8 @@ class Blow(Callback):                                                     # only
     def before_epoch(self):
         if rank == 1 and self.epoch == 2:
             with torch.no_grad(): [p.mul_(float('nan') if what == 'nan' else 1e4) for p in self.learn.model.parameters()]
-learn = synth_learner(n_trn=16, n_val=8, lr=1e-2); learn.diverged = learn.nan_batch = None
+torch.manual_seed(rank)                                                   # a fixed start; lr 1e-3: no jump of its own before epoch 2
+learn = synth_learner(n_trn=16, n_val=8, lr=1e-3); learn.diverged = learn.nan_batch = None
 with learn.no_bar(), learn.no_logging(): learn.fit(6, cbs=[StopOnDivergence(), StopOnNaN(), Blow()])
 print(json.dumps(dict(epochs=len(learn.recorder.values), diverged=learn.diverged, nan=learn.nan_batch)))
 dist.destroy_process_group()
