@@ -14,7 +14,7 @@ import torch
 with warnings.catch_warnings():     # fastai's import warns on torch 2.14 (torch.jit.script): not the user's business; no global filter
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
     from fastai.callback.core import Callback, CancelFitException
-    from fastai.callback.tracker import SaveModelCallback, TerminateOnNaNCallback
+    from fastai.callback.tracker import SaveModelCallback, TerminateOnNaNCallback, TrackerCallback
 from fastai.learner import Learner, load_learner
 from fastai.torch_core import set_seed
 from .data import (make_shapes, shapes_path, read_coco, read_voc, read_yolo, det_dls, DataError, DetRecords, SHAPES, load_image,
@@ -24,7 +24,7 @@ from .ssd import TimeBudget
 
 # %% auto #0
 __all__ = ['MODELS', 'PRETRAINED', 'RESUME_KEYS', 'CLIError', 'load_records', 'resolve_pretrained', 'arch_fn', 'build_learner',
-           'Checkpoint', 'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'load_checkpoint', 'train',
+           'Checkpoint', 'BestModel', 'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'load_checkpoint', 'train',
            'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_confusion', 'save_pictures',
            'image_id', 'confusion_json', 'category_ids', 'load_detector', 'evaluate', 'predict', 'export', 'make_data',
            'check_settings']
@@ -185,6 +185,27 @@ class Checkpoint(SaveModelCallback):
                      history=_history_rows(self.learn, self.epoch + 1), settings=self.settings)
         self.last_saved_path = atomic_write(self.path, lambda p: torch.save(state, p))
 
+def _prior_losses(learn)->list: return [r[1] for r in getattr(learn, 'prior_history', []) if len(r) > 1 and r[1] is not None]
+
+class BestModel(SaveModelCallback):
+    "fastai's `SaveModelCallback(monitor='valid_loss')` into one file `fname`, written atomically: the weights of the epoch with the lowest validation loss so far, with that epoch and loss (Ultralytics' `best.pt`)"
+    order = 85                      # after `StopOnDivergence` (80): a diverged epoch never reaches it
+    def __init__(self, fname):
+        super().__init__(monitor='valid_loss', fname=Path(fname).stem)
+        self.path = Path(fname)
+    def before_fit(self):
+        super().before_fit()
+        if self.path.is_file(): self.best = min(_prior_losses(self.learn), default=self.best)   # resumed: the file holds the best of the epochs before
+    def after_epoch(self):          # fastai's, without its print, and not for the epochs `start_epoch` skips
+        if self.epoch < len(getattr(self.learn, 'prior_history', [])): return
+        TrackerCallback.after_epoch(self)
+        if self.new_best: self._save(self.fname)
+    def _save(self, name):
+        model = getattr(self.learn.model, 'module', self.learn.model)
+        state = dict(model=model.state_dict(), epoch=self.epoch, valid_loss=float(self.best))
+        self.last_saved_path = atomic_write(self.path, lambda p: torch.save(state, p))
+    def after_fit(self): pass       # fastai would load the best weights into the learner here: the run keeps its last epoch's (one-cycle ends at its best)
+
 def _any_rank(flag:bool, value:float=0.)->tuple:
     "(is `flag` true in any process, the largest `value` of those where it is) of a distributed run, all processes calling it; in one process `(flag, value)`"
     import torch.distributed as dist
@@ -197,10 +218,9 @@ def _any_rank(flag:bool, value:float=0.)->tuple:
 class StopOnDivergence(Callback):
     "Stop after an epoch whose validation loss is not finite or over `factor` times the best before it (that epoch is not checkpointed); keeps the best epoch's weights (`best_state`, `best_epoch`)"
     order = 80                      # after `Recorder` (50) logs the epoch, before `Checkpoint` (90) would save it
-    def __init__(self, factor:float=10.): self.factor = factor
+    def __init__(self, factor:float=10., keep_best:bool=True): self.factor,self.keep_best = factor,keep_best   # keep_best: a copy in memory (`BestModel` keeps it in a file)
     def before_fit(self):
-        prior = [r[1] for r in getattr(self.learn, 'prior_history', []) if len(r) > 1 and r[1] is not None]
-        self.best,self.best_state,self.best_epoch = min(prior, default=math.inf),None,None   # a resumed run's best weights are not at hand
+        self.best,self.best_state,self.best_epoch = min(_prior_losses(self.learn), default=math.inf),None,None   # a resumed run's best weights are not at hand
     def after_epoch(self):
         vals = self.learn.recorder.values
         v = vals[-1][1] if vals and len(vals[-1]) > 1 and vals[-1][1] is not None else None
@@ -212,7 +232,7 @@ class StopOnDivergence(Callback):
         if v is not None and v < self.best:
             model = getattr(self.learn.model, 'module', self.learn.model)      # unwrap DDP
             self.best,self.best_epoch = v,self.epoch
-            self.best_state = {k: t.detach().to('cpu', copy=True) for k,t in model.state_dict().items()}
+            if self.keep_best: self.best_state = {k: t.detach().to('cpu', copy=True) for k,t in model.state_dict().items()}
 
 class StopOnNaN(TerminateOnNaNCallback):
     "fastai's `TerminateOnNaNCallback`, checked as soon as the loss exists, before a NaN step reaches the weights, and remembering where (`learn.nan_batch`)"
@@ -308,11 +328,13 @@ def _train(a)->dict:
     learn.cat_ids = tr.cat_ids                  # the source's category ids (COCO), saved with the model for predict's results
     fs = a.freeze_stride if a.freeze_stride is not None else (4 if learn.pretrained else 0)
     if fs and hasattr(learn.model, 'body'): freeze_stem(learn.model, fs)     # a pretrained stem stays as it is (01a_bodies)
-    ck = out/'checkpoint.pth'
+    ck,best = out/'checkpoint.pth',out/'best.pth'
     stale = sorted(out.glob('.*.tmp')) if out.is_dir() and rank() == 0 else []   # `atomic_write`'s, from a run killed mid-write
     for f in stale: f.unlink()
     if stale: print(f"removed {len(stale)} unfinished temporary file(s) that an interrupted run left in {out}")
     start = 0
+    if not a.resume and rank() == 0:           # a new run in an old run's folder: its epochs are not this run's to fall back on
+        for f in (ck, best): f.unlink(missing_ok=True)
     if a.resume:
         if not ck.is_file(): raise CLIError(f"--resume: no checkpoint at {ck} (train without --resume first)")
         state = load_checkpoint(ck, a)
@@ -326,8 +348,8 @@ def _train(a)->dict:
     learn.nan_batch = None
     t0 = time.perf_counter()
     learn.diverged = None
-    cbs = ([Checkpoint(ck, _resume_settings(a))] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
-    stop = StopOnDivergence(); cbs.append(stop)                 # in every process: they decide together (`_any_rank`)
+    cbs = ([Checkpoint(ck, _resume_settings(a)), BestModel(best)] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
+    cbs.append(StopOnDivergence(keep_best=False))               # in every process: they decide together (`_any_rank`)
     if not torch.cuda.is_available(): cbs.append(ChannelsLastBatch())   # about a tenth faster on a CPU
     lr = slice(a.lr/10, a.lr) if learn.pretrained else a.lr      # a pretrained body learns at a tenth of the head's rate
     def fit():
@@ -352,17 +374,18 @@ def _train(a)->dict:
                        f"(try {a.lr/10:g}); {saved}")
     wall = time.perf_counter() - t0
     stopped = None
-    if learn.diverged is not None:                 # back to the best epoch: its weights (or, resumed, the last good checkpoint)
-        e,v,best = learn.diverged
+    if learn.diverged is not None:                 # back to the best epoch's weights (`BestModel`'s file, which a resumed run has too)
+        e,v,lowest = learn.diverged
         if not ck.is_file():
             raise CLIError(f"the validation loss diverged at epoch {e+1} ({v:.3g}) and no epoch finished before it, so nothing "
                            f"was saved: train again with a lower --lr (try {a.lr/10:g})")
         state = torch.load(ck, map_location='cpu', weights_only=False)
         learn.prior_history = state['history']     # the epochs before the divergence; the checkpoint stays the last good epoch, for --resume
-        if stop.best_state is not None: learn.model.load_state_dict(stop.best_state); kept = stop.best_epoch
-        else: learn.model.load_state_dict(state['model']); kept = state['epoch']
-        stopped = (f"the validation loss diverged at epoch {e+1} ({v:.3g} against the best {best:.3g}): training stopped there, "
-                   f"and the model, metrics and pictures are those of epoch {kept+1}, {'the best' if stop.best_state is not None else 'the last good'} one; try a lower --lr ({a.lr/10:g})")
+        src = best if best.is_file() else ck           # a run resumed from an older version's checkpoint has no best.pth
+        kept = state if src == ck else torch.load(src, map_location='cpu', weights_only=False)
+        learn.model.load_state_dict(kept['model'])
+        stopped = (f"the validation loss diverged at epoch {e+1} ({v:.3g} against the best {lowest:.3g}): training stopped there, "
+                   f"and the model, metrics and pictures are those of epoch {kept['epoch']+1}, {'the best' if src == best else 'the last good'} one ({src.name}); try a lower --lr ({a.lr/10:g})")
         print(f"fastai-det train: {stopped}", file=sys.stderr)
     history = _history(learn, len(learn.prior_history) if stopped else None)   # before any get_preds: fastai's validation_context resets the recorder
     curves = _curves(learn)                       # the same: loss.png's curves, put back before the pictures

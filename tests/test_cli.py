@@ -47,7 +47,7 @@ def test_make_data(tmp_path):
 
 def test_train_outputs(trained, data):
     out, r = trained
-    assert {'model.pkl', 'metrics.json', 'results.csv', 'loss.png', 'pr_curves.png', 'confusion_matrix.png', 'predictions.png', 'checkpoint.pth'} <= {p.name for p in out.iterdir()}
+    assert {'model.pkl', 'metrics.json', 'results.csv', 'loss.png', 'pr_curves.png', 'confusion_matrix.png', 'predictions.png', 'checkpoint.pth', 'best.pth'} <= {p.name for p in out.iterdir()}
     m = json.loads((out/'metrics.json').read_text())
     assert len(m['epochs']) == 2 and 0 <= m['map_50'] <= 1 and m['n_valid'] == 7 and m['map_images_per_epoch'] == 7
     assert set(m['per_class']) <= {'circle', 'square', 'triangle', 'cross', 'star', 'ring'}
@@ -344,7 +344,7 @@ def test_divergence_stops_before_the_checkpoint_is_overwritten(tmp_path):
         def before_epoch(self):
             if self.epoch == 2:
                 with torch.no_grad(): [p.mul_(1e4) for p in self.learn.model.parameters()]
-    learn = synth_learner(n_trn=8, n_val=4, lr=1e-2)
+    torch.manual_seed(0); learn = synth_learner(n_trn=8, n_val=4, lr=1e-3)   # no jump of its own before epoch 2
     ck = tmp_path/'checkpoint.pth'
     learn.fit(6, cbs=[Checkpoint(ck), StopOnDivergence(), Explode()])
     e, v, best = learn.diverged
@@ -422,9 +422,9 @@ def test_two_processes(data, tmp_path):
 
 KILL_IN_SAVE = r'''
 import os, signal, sys, torch
-n, calls, _save = int(sys.argv[1]), [0], torch.save
-def save(obj, f, *a, **k):                    # the n-th torch.save: half the file on disk, then a real SIGKILL
-    calls[0] += 1
+n, name, calls, _save = int(sys.argv[1]), sys.argv[2], [0], torch.save
+def save(obj, f, *a, **k):                    # the n-th torch.save into a temp file of `name`: half the file on disk, then a real SIGKILL
+    calls[0] += os.path.basename(str(f)).startswith(f'.{name}.')
     if calls[0] == n:
         _save(obj, f, *a, **k)
         with open(f, 'r+b') as fh: fh.truncate(os.path.getsize(f)//2)
@@ -432,26 +432,69 @@ def save(obj, f, *a, **k):                    # the n-th torch.save: half the fi
     return _save(obj, f, *a, **k)
 torch.save = save
 from fastai_det.cli import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 '''
 
-@pytest.mark.parametrize('n,what', [(2, 'the second epoch checkpoint'), (3, 'the model export')])
-def test_sigkill_while_writing(n, what, data, tmp_path):
+@pytest.mark.parametrize('n,name,what', [(2, 'checkpoint.pth', 'the second epoch checkpoint'), (1, 'model.pkl', 'the model export')])
+def test_sigkill_while_writing(n, name, what, data, tmp_path):
     "A real SIGKILL in the middle of writing a checkpoint or the model: the last good file survives whole, `--resume` cleans up and finishes"
     import torch
     out = tmp_path/'r'
     args = ['train', '--data', str(data), '--out', str(out), *TINY]
-    r = subprocess.run([sys.executable, '-c', KILL_IN_SAVE, str(n), *args], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, '-c', KILL_IN_SAVE, str(n), name, *args], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=900)
     assert r.returncode == -signal.SIGKILL, (what, r.returncode, r.stderr[-1500:])
     assert list(out.glob('.*.tmp')), f"{what}: the half-written temporary file should be there"
     state = torch.load(out/'checkpoint.pth', map_location='cpu', weights_only=False)       # whole, not half
-    assert state['epoch'] == n - 2 and not (out/'model.pkl').exists()
+    assert state['epoch'] == (0 if name == 'checkpoint.pth' else 1) and not (out/'model.pkl').exists()
     r = run(*args, '--resume')
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'unfinished temporary file' in r.stdout and not list(out.glob('.*.tmp'))
     m = json.loads((out/'metrics.json').read_text())
     assert len(m['epochs']) == 2 and (out/'model.pkl').is_file()
     assert_model_loads_and_is_the_checkpoint(out, data)
+
+BLOW_UP = r'''
+import sys, torch
+from fastai.learner import Learner
+from fastai.callback.core import Callback
+import fastai.callback.schedule                # adds `Learner.fit_one_cycle`
+at, _fit = int(sys.argv[1]), Learner.fit_one_cycle
+class Blow(Callback):                         # after epoch `at`'s training, before its validation: the last layer's bias off by 1e4, a finite, huge loss
+    def before_validate(self):
+        if self.epoch == at:
+            with torch.no_grad(): list(self.learn.model.parameters())[-1].add_(1e4)
+def fit_one_cycle(self, *a, cbs=None, **k): return _fit(self, *a, cbs=list(cbs or []) + [Blow()], **k)
+Learner.fit_one_cycle = fit_one_cycle
+from fastai_det.cli import main
+sys.exit(main(sys.argv[2:]))
+'''
+
+def test_train_diverging_keeps_the_best_epoch(data, tmp_path):
+    "`fastai-det train` whose validation loss explodes (finite) at epoch 3: exit 0, one message, the model is the best epoch's (`best.pth`), the checkpoint the last good one; `--resume` finishes the run"
+    import torch
+    out = tmp_path/'d'
+    args = ['train', '--data', str(data), '--out', str(out), *TINY, '--epochs', '3']
+    r = subprocess.run([sys.executable, '-c', BLOW_UP, '2', *args], env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    msg = [l for l in r.stderr.splitlines() if 'diverged' in l]
+    assert len(msg) == 1 and 'at epoch 3' in msg[0] and 'best.pth' in msg[0], r.stderr[-2000:]
+    m = json.loads((out/'metrics.json').read_text())
+    losses = [e['valid_loss'] for e in m['epochs']]
+    assert len(losses) == 2 and 'diverged at epoch 3' in m['stopped'] and len((out/'results.csv').read_text().splitlines()) == 3
+    best, ck = [torch.load(out/f, map_location='cpu', weights_only=False) for f in ('best.pth', 'checkpoint.pth')]
+    assert best['epoch'] == losses.index(min(losses)) and best['valid_loss'] == pytest.approx(min(losses)) and ck['epoch'] == 1
+    from fastai.learner import load_learner
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); learn = load_learner(out/'model.pkl')
+    sd = learn.model.state_dict()
+    assert all(torch.equal(sd[k].cpu(), v) for k, v in best['model'].items())
+    assert f"epoch {best['epoch']+1}, the best one" in msg[0]
+    r = run(*args, '--resume')                                            # the same run, without the blow-up: it finishes
+    assert r.returncode == 0 and 'resuming after epoch 2 of 3' in r.stdout, r.stderr[-2000:]
+    m0, m = m, json.loads((out/'metrics.json').read_text())
+    assert len(m['epochs']) == 3 and 'stopped' not in m and m['epochs'][:2] == m0['epochs']
+    assert torch.load(out/'best.pth', weights_only=False)['valid_loss'] == pytest.approx(min(e['valid_loss'] for e in m['epochs']))
 
 def test_loss_picture_has_its_curves(trained):
     "loss.png shows the training loss and the loss parts (the final evaluation's get_preds once emptied both)"
