@@ -6,7 +6,7 @@ Docs: https://fastai-det.github.io/fastai_det/engine.html.md"""
 
 # %% ../nbs/11_engine.ipynb #2f664f95
 from __future__ import annotations
-import os, sys, time, math, warnings, contextlib
+import os, sys, time, math, warnings, contextlib, tempfile
 from types import SimpleNamespace
 from pathlib import Path
 import numpy as np
@@ -661,7 +661,8 @@ def _out_ok(out, what='--out'):
     if out.exists() and not out.is_dir(): raise CLIError(f"{what} {out}: is a file, not a folder; choose another path")
     d = out
     while not d.exists(): d = d.parent
-    if not os.access(d, os.W_OK): raise CLIError(f"{what} {out}: {d} is not writable")
+    try: tempfile.TemporaryFile(dir=d).close()     # a real write: `os.access` says yes to root, even on /proc or a read-only mount
+    except OSError as e: raise CLIError(f"{what} {out}: {d} is not writable ({e.strerror})") from None
 
 def check_settings(cmd:str, # 'train', 'make-data', 'eval', 'predict' or 'export'
                    a, # the job's settings (a namespace of its parameters)

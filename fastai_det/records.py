@@ -250,7 +250,12 @@ def read_voc(root, # the VOC folder holding `Annotations`, `JPEGImages`, `ImageS
     if not ids_f.is_file():
         have = sorted(p.stem for p in (root/'ImageSets'/'Main').glob('*.txt')) if (root/'ImageSets'/'Main').is_dir() else []
         raise DataError(f"{ids_f}: no such split file (splits found: {have or 'none'}; is {root} a VOC folder?)")
-    ids = [l.split()[0] for l in ids_f.read_text().splitlines() if l.strip()]
+    ids,seen = [],{}
+    for n,l in enumerate(ids_f.read_text().splitlines(), 1):
+        if not l.strip(): continue
+        i = l.split()[0]
+        if i in seen: raise DataError(f"{ids_f}: line {n} lists {i!r}, already listed on line {seen[i]} (its boxes would be trained on twice)")
+        seen[i] = n; ids.append(i)
     rep = _Repairs(root/'Annotations')
     fns,annots = [],[]
     for i in ids:

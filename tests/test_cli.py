@@ -82,7 +82,7 @@ def test_eval_and_predict(trained, data, tmp_path):
     imgs = sorted((data/'JPEGImages').glob('test_*.jpg'))[:2]
     r = run('predict', '--model', out/'model.pkl', *imgs, '--out', tmp_path/'pr', '--thresh', '0.01')   # the old name of --weights
     assert r.returncode == 0, r.stderr
-    assert '--model FILE is the old name of --weights FILE' in r.stderr, r.stderr
+    assert '--model FILE is the old name of --weights FILE' in r.stderr and 'Warning' not in r.stderr, r.stderr
     res = json.loads((tmp_path/'pr'/'predictions.json').read_text())
     sizes = {str(f): Image.open(f).size for f in imgs}
     assert {d['file_name'] for d in res} <= set(sizes)
@@ -185,6 +185,13 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
     (['train', '--arch', 'resnet'], "--arch 'resnet': not a torchvision classification model"),
     (['train', '--arch', 'list_models'], "--arch 'list_models': not a torchvision classification model"),
     (['make-data', '--n-train', '0'], '--n-train 0: must be at least 1'),
+    (['make-data', '--n-valid', '0'], '--n-valid 0: must be at least 1'),
+    (['make-data', '--n-test', '-1'], '--n-test -1: must be 0 or more'),
+    (['make-data', '--size', '16'], '--size 16: must be at least 32'),
+    (['predict', '--weights', '/nowhere.pkl', 'a.jpg', '--thresh', '1.5'], '--thresh 1.5: must be between 0 and 1'),
+    (['predict', '--weights', '/nowhere.pkl', 'a.jpg', '--save-conf'], '--save-conf True: needs --save-txt'),
+    (['train', '--out', '/proc/fastai-det-run'], '--out /proc/fastai-det-run: /proc is not writable'),   # refused by a real write, as root too
+    (['make-data', '--out', '/proc/d'], '--out /proc/d: /proc is not writable'),
     (['train', '--train-split', 'valid'], "--valid-split 'valid': is --train-split too"),
     (['eval', '--weights', '/nowhere.pkl', '--bs', '0'], '--bs 0: must be at least 1'),
     (['eval', '--weights', '/nowhere.pkl', '--conf', '2'], '--conf 2.0: must be between 0 and 1'),
@@ -193,6 +200,14 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
 def test_bad_input_simple(args, msg, capsys):
     code, _, err = run_here(capsys, *args)
     assert code == 2 and msg in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+
+@pytest.mark.parametrize('cmd', ['train', 'make-data', 'predict', 'eval'])
+def test_out_is_a_file(cmd, tmp_path, capsys):
+    f = tmp_path/'taken'; f.write_text('a file the user keeps')
+    extra = {'predict': ['--weights', '/nowhere.pkl', 'a.jpg'], 'eval': ['--weights', '/nowhere.pkl']}.get(cmd, [])
+    code, _, err = run_here(capsys, cmd, *extra, '--out', f)
+    assert code == 2 and f'--out {f}: is a file, not a folder' in err and 'Traceback' not in err, err
+    assert f.read_text() == 'a file the user keeps'
 
 def test_bad_input_files(tmp_path, trained, data, capsys):
     out, _ = trained
@@ -544,3 +559,29 @@ def test_checkpoint_writes_only_the_epochs_a_fit_trains(tmp_path):
     saved.clear(); learn.prior_history = torch.load(tmp_path/'ck.pth', weights_only=False)['history']
     with learn.no_bar(), learn.no_logging(): learn.fit(4, 1e-3, start_epoch=2, cbs=Counting(tmp_path/'ck.pth'))
     assert saved == [2, 3] and len(torch.load(tmp_path/'ck.pth', weights_only=False)['history']) == 4
+
+def test_exif_photo_predict_and_eval_in_the_viewed_frame(trained, tmp_path, capsys):
+    "A phone photo stored turned (EXIF orientation 6): predict's and eval's boxes, txt labels and pictures are in the upright 120x80 frame"
+    import numpy as np
+    from test_images import _phone_photo
+    out, _ = trained
+    box = _phone_photo(tmp_path/'p.jpg')                       # stored 80x120, viewed 120x80
+    assert Image.open(tmp_path/'p.jpg').size == (80, 120)
+    code, _, err = run_here(capsys, 'predict', '--weights', out/'model.pkl', tmp_path/'p.jpg', '--out', tmp_path/'pr', '--thresh', '0', '--save-txt')
+    assert code == 0, err
+    bbs = [d['bbox'] for d in json.loads((tmp_path/'pr'/'predictions.json').read_text())]
+    x2, y2 = max(b[0]+b[2] for b in bbs), max(b[1]+b[3] for b in bbs)
+    assert len(bbs) >= 5 and x2 <= 120 + 1e-3 and y2 <= 80 + 1e-3 and x2 > 80, (len(bbs), x2, y2)   # wider than the stored image: the viewed frame
+    txt = np.loadtxt(tmp_path/'pr'/'labels'/'p.txt', ndmin=2)   # class cx cy w h, fractions of the viewed size
+    px = txt[:, 1:] * [120, 80, 120, 80]
+    assert np.allclose(sorted(px[:, 0] + px[:, 2]/2), sorted(b[0]+b[2] for b in bbs), atol=.5)
+    assert Image.open(tmp_path/'pr'/'p_pred.png').size[0] > Image.open(tmp_path/'pr'/'p_pred.png').size[1]   # drawn upright (landscape)
+    x1,y1,xb,yb = box
+    coco = dict(images=[dict(id=5, file_name='p.jpg', width=120, height=80)], categories=[dict(id=1, name='square')],
+                annotations=[dict(id=1, image_id=5, category_id=1, bbox=[x1, y1, xb-x1, yb-y1], area=1200, iscrowd=0)])
+    (tmp_path/'a.json').write_text(json.dumps(coco))
+    code, _, err = run_here(capsys, 'eval', '--weights', out/'model.pkl', '--data', tmp_path/'a.json', '--out', tmp_path/'ev')
+    assert code == 0, err
+    res = json.loads((tmp_path/'ev'/'coco_results.json').read_text())
+    assert res and all(d['image_id'] == 5 and d['bbox'][0]+d['bbox'][2] <= 120 + 1e-3 and d['bbox'][1]+d['bbox'][3] <= 80 + 1e-3 for d in res)
+    assert max(d['bbox'][0]+d['bbox'][2] for d in res) > 80

@@ -175,6 +175,8 @@ def test_voc_bad(tmp_path):
     root = voc_tree(tmp_path/'v', {'1': [('dog', (1,1,10,10), 0, 0)]})
     with pytest.raises(DataError, match="'dog', not one of the classes"): read_voc(root, 'trainval', classes=['cat'])
     with pytest.raises(DataError, match=r"train.txt: no such split file \(splits found: \['trainval'\]"): read_voc(root, 'train')
+    (root/'ImageSets'/'Main'/'twice.txt').write_text('1\n\n1\n')
+    with pytest.raises(DataError, match=r"twice.txt: line 3 lists '1', already listed on line 1"): read_voc(root, 'twice')
     (root/'Annotations'/'1.xml').write_text('<annotation><object><name>dog</name></annotation>')
     with pytest.raises(DataError, match=r'1.xml: not valid XML'): read_voc(root, 'trainval')
     (root/'Annotations'/'1.xml').write_text('<annotation><object><name>dog</name><bndbox><xmin>a</xmin></bndbox></object></annotation>')

@@ -39,3 +39,20 @@ def test_16bit_png_is_scaled_not_clipped(tmp_path):
     Image.fromarray(np.full((10, 10), 30000, np.uint16)).save(tmp_path/'d.png')
     v = np.asarray(load_image(tmp_path/'d.png'))
     assert v.shape == (10, 10, 3) and abs(int(v[0,0,0]) - round(30000/65535*255)) <= 1
+
+def test_other_pixel_modes_are_scaled(tmp_path):
+    "Big-endian 16-bit TIFF, 32-bit integer and float TIFFs, and palette/CMYK/LA files all reach the model as 8-bit RGB, scaled"
+    cases = []
+    be = Image.new('I;16B', (8, 8)); be.frombytes(np.full((8, 8), 30000, '>u2').tobytes())
+    cases.append(('be.tif', be, round(30000/65535*255)))
+    cases.append(('i32.tif', Image.fromarray(np.full((8, 8), 30000, np.int32)), round(30000/65535*255)))    # mode I holding 16-bit values
+    cases.append(('i8.tif', Image.fromarray(np.full((8, 8), 100, np.int32)), 100))                          # mode I holding 8-bit values
+    cases.append(('f.tif', Image.fromarray(np.full((8, 8), .5, np.float32)), 128))                           # mode F in [0,1]
+    cases.append(('p.png', Image.fromarray(np.full((8, 8), 77, np.uint8)).convert('P'), 77))
+    cases.append(('cmyk.jpg', Image.fromarray(np.full((8, 8, 3), 77, np.uint8)).convert('CMYK'), 77))
+    cases.append(('la.png', Image.fromarray(np.full((8, 8), 77, np.uint8)).convert('LA'), 77))
+    for name, im, want in cases:
+        im.save(tmp_path/name)
+        assert Image.open(tmp_path/name).mode == im.mode, (name, Image.open(tmp_path/name).mode)   # the file really holds that mode
+        v = np.asarray(load_image(tmp_path/name))
+        assert v.shape == (8, 8, 3) and v.dtype == np.uint8 and abs(int(v[0,0,0]) - want) <= 2, (name, v[0,0])
