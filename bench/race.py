@@ -11,7 +11,8 @@ with the source's image and category ids), printed beside ours as a check of the
 
 - `ours`: `fastai-det train`'s detector and recipe, read from its parser's defaults (RetinaNet, MobileNetV3-large,
   depthwise-separable head, softmax CE with hard-negative mining, bs 32, Adam one-cycle) with `--pretrained none`; the
-  one-cycle schedule fitted to the clock by `TimeBudget` (what `--time` does).
+  one-cycle schedule fitted to the clock by `TimeBudget`, its warm-up `TIME_PCT_START` (0.1) of the budget (what
+  `--time` does; `--pct-start` screens other values: bench/screen_pct_start.log).
 - `ours-shapes`: the same from the shipped shapes body (`--pretrained shapes`: body at a tenth of the rate, stem frozen).
   Transfer, not a race from scratch: a separate row.
 - `ssdlite`: `torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)` at
@@ -110,7 +111,9 @@ def run_ours(tr, va, a, pretrained):
             clock.n_img += self.xb[0].shape[0]
             if clock.due(): tb.t0 += clock.score(evaluate, rows)     # TimeBudget's clock stops too
     lr = slice(d.lr/10, d.lr) if learn.pretrained else d.lr
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1000, lr, cbs=[tb, Race(), ChannelsLastBatch()])
+    from fastai_det.engine import TIME_PCT_START                      # `train --time`'s warm-up, unless screened with --pct-start
+    pct = TIME_PCT_START if a.pct_start is None else a.pct_start
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1000, lr, cbs=[tb, Race(), ChannelsLastBatch()], pct_start=pct)
     clock.score(evaluate, rows)
     return rows, detect_all(), sum(p.numel() for p in learn.model.parameters())
 
@@ -285,6 +288,7 @@ def main():
     p.add_argument('--size', type=int, default=128, help='input size of every contestant (a multiple of 32)')
     p.add_argument('--sets', default='shapes,foreign'); p.add_argument('--models', default=','.join(MODELS))
     p.add_argument('--ssdlite-bs', type=int, default=8); p.add_argument('--ssdlite-lr', type=float, default=1e-3)
+    p.add_argument('--pct-start', type=float, default=None, help="ours: the one-cycle warm-up's share of the budget (default: what `train --time` uses)")
     p.add_argument('--out', default=str(HERE/'race')); p.add_argument('--work', default=None, help='folder for the data sets and runs (default: a temp folder)')
     p.add_argument('--report', action='store_true', help='race nothing: print the table and draw the plot of race.json')
     p.add_argument('--one', default=None, help=argparse.SUPPRESS); p.add_argument('--set', default=None, help=argparse.SUPPRESS)
@@ -308,7 +312,8 @@ def main():
         for m in a.models.split(','):
             say(f"{s} / {m}")
             cmd = [sys.executable, __file__, '--one', m, '--set', s, '--work', str(work)] + \
-                  [f"--{k}={v}" for k,v in dict(budget=a.budget, every=a.every, size=a.size, ssdlite_bs=a.ssdlite_bs, ssdlite_lr=a.ssdlite_lr).items()]
+                  [f"--{k}={v}" for k,v in dict(budget=a.budget, every=a.every, size=a.size, ssdlite_bs=a.ssdlite_bs, ssdlite_lr=a.ssdlite_lr).items()] + \
+                  ([f"--pct-start={a.pct_start}"] if a.pct_start is not None else [])
             r = subprocess.run([c.replace('--ssdlite_', '--ssdlite-') for c in cmd], capture_output=True, text=True)
             lines = r.stdout.splitlines()
             for l in lines:

@@ -49,11 +49,16 @@ def _options(s, fn, **special):
         else: kw.setdefault('dest', n)
         s.add_argument(*names, **kw)
 
+class _Parser(argparse.ArgumentParser):
+    "argparse's parser, whose errors are one line (argparse prints its whole usage block first), exit code 2"
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
 WEIGHTS = dict(names=['--weights', '--model'], metavar='FILE')     # `--model`: the old spelling of `--weights`
 
 def parser()->argparse.ArgumentParser:
     "The `fastai-det` argument parser, made from the signatures of `11_engine`'s functions"
-    p = argparse.ArgumentParser(prog='fastai-det', description='Object detection with fastai: make data, train, evaluate, predict, export.',
+    p = _Parser(prog='fastai-det', description='Object detection with fastai: make data, train, evaluate, predict, export.',
                                 epilog='run `fastai-det COMMAND --help` for examples')
     from fastai_det import __version__
     E = _engine()

@@ -23,11 +23,11 @@ from .bodies import create_det_body, freeze_stem, ChannelsLastBatch
 from .ssd import TimeBudget
 
 # %% auto #0
-__all__ = ['MODELS', 'PRETRAINED', 'RESUME_KEYS', 'CLIError', 'load_records', 'resolve_pretrained', 'arch_fn', 'build_learner',
-           'Checkpoint', 'BestModel', 'StopOnDivergence', 'StopOnNaN', 'write_results_csv', 'load_checkpoint', 'train',
-           'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner', 'save_confusion', 'save_pictures',
-           'image_id', 'confusion_json', 'category_ids', 'load_detector', 'evaluate', 'predict', 'export', 'make_data',
-           'check_settings']
+__all__ = ['MODELS', 'PRETRAINED', 'RESUME_KEYS', 'TIME_PCT_START', 'CLIError', 'load_records', 'resolve_pretrained', 'arch_fn',
+           'build_learner', 'Checkpoint', 'BestModel', 'StopOnDivergence', 'StopOnNaN', 'write_results_csv',
+           'load_checkpoint', 'train', 'patch_fastai_distrib', 'world_size', 'rank', 'evaluate_learner',
+           'save_confusion', 'save_pictures', 'image_id', 'confusion_json', 'category_ids', 'load_detector', 'evaluate',
+           'predict', 'export', 'make_data', 'check_settings']
 
 # %% ../nbs/11_engine.ipynb #87f0202a
 class CLIError(Exception):
@@ -172,17 +172,21 @@ def _history_rows(learn, n_done:int)->list:
     return prior + [[None if x is None else float(x) for x in v] for v in rows]
 
 class Checkpoint(SaveModelCallback):
-    "fastai's `SaveModelCallback(every_epoch=True, with_opt=True)` into one file `fname`, written atomically, with the epoch, the history and the run's `settings`"
+    "fastai's `SaveModelCallback(every_epoch=True, with_opt=True)` into one file `fname`, written atomically, with the epoch, the history, the training time and the run's `settings`"
     order = 90                      # after `StopOnDivergence` (80): an epoch that diverged is never saved
-    def __init__(self, fname, settings:dict|None=None):
+    def __init__(self, fname, settings:dict|None=None,
+                 prior:dict|None=None): # a resumed run's `train_time_s` and `map_images` so far
         super().__init__(fname=Path(fname).stem, every_epoch=True, with_opt=True)
-        self.path,self.settings = Path(fname),dict(settings or {})
+        self.path,self.settings,self.prior = Path(fname),dict(settings or {}),{'train_time_s': 0., 'map_images': 0, **(prior or {})}
+    def before_fit(self): super().before_fit(); self.t0 = time.perf_counter()
     def after_epoch(self):          # fastai calls it for the epochs `start_epoch` skips too: nothing new to save, and a kill there must not rewind the file
         if self.epoch >= len(getattr(self.learn, 'prior_history', [])): super().after_epoch()
     def _save(self, name):          # fastai's `learn.save` writes models/{name}_{epoch}.pth in place; `--resume` needs one file, whole, and what the run was
         model = getattr(self.learn.model, 'module', self.learn.model)           # unwrap DDP
         state = dict(model=model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
-                     history=_history_rows(self.learn, self.epoch + 1), settings=self.settings)
+                     history=_history_rows(self.learn, self.epoch + 1), settings=self.settings,
+                     train_time_s=self.prior['train_time_s'] + time.perf_counter() - self.t0,      # so a resumed run reports the whole run's
+                     map_images=max([getattr(m, 'n_images', 0) for m in self.learn.metrics], default=self.prior['map_images']))
         self.last_saved_path = atomic_write(self.path, lambda p: torch.save(state, p))
 
 def _prior_losses(learn)->list: return [r[1] for r in getattr(learn, 'prior_history', []) if len(r) > 1 and r[1] is not None]
@@ -312,6 +316,8 @@ def _need_objects(recs, split:str):
         raise CLIError(f"{recs.source}: the {split} split has no objects in any of its {len(recs)} images: "
                        "nothing to learn from or to score (mAP is undefined)")
 
+TIME_PCT_START = 0.1   # `--time`: the one-cycle warm-up's share of the budget (fastai's default 0.25 was behind at 2, 4 and 6 minutes in bench/race.py's screen)
+
 def _train(a)->dict:
     "`train` with its settings in `a`"
     out = Path(a.out)
@@ -332,7 +338,7 @@ def _train(a)->dict:
     stale = sorted(out.glob('.*.tmp')) if out.is_dir() and rank() == 0 else []   # `atomic_write`'s, from a run killed mid-write
     for f in stale: f.unlink()
     if stale: print(f"removed {len(stale)} unfinished temporary file(s) that an interrupted run left in {out}")
-    start = 0
+    start,prior = 0,{}
     if not a.resume and rank() == 0:           # a new run in an old run's folder: its epochs are not this run's to fall back on
         for f in (ck, best): f.unlink(missing_ok=True)
     if a.resume:
@@ -343,19 +349,21 @@ def _train(a)->dict:
                                                  "resume with that run's settings, or train without --resume") from None
         learn.create_opt(); learn.opt.load_state_dict(state['opt'])
         start = state['epoch'] + 1
+        prior = {k: state[k] for k in ('train_time_s', 'map_images') if k in state}   # the epochs before the kill: their time and mAP images
         learn.prior_history = state['history'][:start]
         print(f"resuming after epoch {state['epoch']+1} of {a.epochs}")
     learn.nan_batch = None
     t0 = time.perf_counter()
     learn.diverged = None
-    cbs = ([Checkpoint(ck, _resume_settings(a)), BestModel(best)] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
+    cbs = ([Checkpoint(ck, _resume_settings(a), prior), BestModel(best)] if rank() == 0 else []) + [StopOnNaN()] + ([TimeBudget(a.time)] if a.time else [])
     cbs.append(StopOnDivergence(keep_best=False))               # in every process: they decide together (`_any_rank`)
     if not torch.cuda.is_available(): cbs.append(ChannelsLastBatch())   # about a tenth faster on a CPU
     lr = slice(a.lr/10, a.lr) if learn.pretrained else a.lr      # a pretrained body learns at a tenth of the head's rate
+    sched = dict(pct_start=TIME_PCT_START) if a.time else {}
     def fit():
         if a.quiet or rank():
-            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(a.epochs, lr, start_epoch=start, cbs=cbs)
-        else: learn.fit_one_cycle(a.epochs, lr, start_epoch=start, cbs=cbs)
+            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(a.epochs, lr, start_epoch=start, cbs=cbs, **sched)
+        else: learn.fit_one_cycle(a.epochs, lr, start_epoch=start, cbs=cbs, **sched)
     if start < a.epochs:
         if world_size() > 1:
             patch_fastai_distrib()
@@ -372,7 +380,7 @@ def _train(a)->dict:
                  f"no epoch finished, so nothing was saved: train again with --lr {a.lr/10:g}")
         raise CLIError(f"the loss became NaN/inf at epoch {e+1}, batch {i+1}: the learning rate ({a.lr}) is probably too high "
                        f"(try {a.lr/10:g}); {saved}")
-    wall = time.perf_counter() - t0
+    wall = prior.get('train_time_s', 0.) + time.perf_counter() - t0   # the training time of the whole run, a resumed one's too
     stopped = None
     if learn.diverged is not None:                 # back to the best epoch's weights (`BestModel`'s file, which a resumed run has too)
         e,v,lowest = learn.diverged
@@ -389,7 +397,7 @@ def _train(a)->dict:
         print(f"fastai-det train: {stopped}", file=sys.stderr)
     history = _history(learn, len(learn.prior_history) if stopped else None)   # before any get_preds: fastai's validation_context resets the recorder
     curves = _curves(learn)                       # the same: loss.png's curves, put back before the pictures
-    map_images = max([getattr(m, 'n_images', 0) for m in learn.metrics], default=0)   # images the per-epoch mAP covered (all ranks)
+    map_images = max([getattr(m, 'n_images', 0) for m in learn.metrics] + [prior.get('map_images', 0)])   # images the per-epoch mAP covered (all ranks)
     quiet = learn.no_bar if a.quiet else contextlib.nullcontext      # no progress bars with --quiet
     with quiet(): res = evaluate_learner(learn, va, bs=a.bs)
     m = dict(res['metrics'])

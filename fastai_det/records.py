@@ -300,6 +300,11 @@ def _yolo_images(spec, root:Path, yaml_f)->list:
             out += [Path(l.strip()) if Path(l.strip()).is_absolute() else (p.parent/l.strip()).resolve()
                     for l in p.read_text().splitlines() if l.strip()]
         else: raise DataError(f"{yaml_f}: split folder or list {p} does not exist")
+    seen = {}
+    for f in out:
+        k = Path(os.path.abspath(f))
+        if k in seen: raise DataError(f"{yaml_f}: image {f} is listed twice in {spec!r} (its boxes would be trained on twice)")
+        seen[k] = True
     return out
 
 def _yolo_label_file(img:Path)->Path:
@@ -337,8 +342,8 @@ def read_yolo(yaml_f, # a YOLO `data.yaml` (or the folder holding it)
     names = _yolo_names(d, yaml_f)
     key = {'valid': 'val', 'validation': 'val'}.get(split, split)
     if d.get(key) is None: raise DataError(f"{yaml_f}: no {key!r} split (splits: {[k for k in ('train','val','test') if d.get(k)]})")
-    root = Path(d['path']) if d.get('path') else yaml_f.parent
-    if not root.is_absolute(): root = (yaml_f.parent/root).resolve()
+    root = Path(d.get('path') or '.')
+    if not root.is_absolute(): root = (yaml_f.parent/root).resolve()      # relative to the yaml's folder
     fns = _yolo_images(d[key], root, yaml_f)
     if check_files: _missing_files(fns, yaml_f, f"the {key!r} entry of {yaml_f.name} must list existing images")
     rep = _Repairs(yaml_f.parent/'labels')

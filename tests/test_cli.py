@@ -82,7 +82,7 @@ def test_eval_and_predict(trained, data, tmp_path):
     imgs = sorted((data/'JPEGImages').glob('test_*.jpg'))[:2]
     r = run('predict', '--model', out/'model.pkl', *imgs, '--out', tmp_path/'pr', '--thresh', '0.01')   # the old name of --weights
     assert r.returncode == 0, r.stderr
-    assert '--model FILE is the old name of --weights FILE' in r.stderr and 'Warning' not in r.stderr, r.stderr
+    assert 'fastai-det predict: --model FILE is the old name of --weights FILE; it still works, but use --weights' in r.stderr.splitlines(), r.stderr   # a line of its own, not a Python warning
     res = json.loads((tmp_path/'pr'/'predictions.json').read_text())
     sizes = {str(f): Image.open(f).size for f in imgs}
     assert {d['file_name'] for d in res} <= set(sizes)
@@ -186,6 +186,10 @@ def test_train_the_other_detectors(model, data, tmp_path, capsys):
     (['train', '--arch', 'list_models'], "--arch 'list_models': not a torchvision classification model"),
     (['make-data', '--n-train', '0'], '--n-train 0: must be at least 1'),
     (['make-data', '--n-valid', '0'], '--n-valid 0: must be at least 1'),
+    (['train', '--epochs', 'x'], "fastai-det train: error: argument --epochs: invalid int value: 'x'"),   # argparse's own errors, one line too
+    (['train', '--loss', 'zz'], "argument --loss: invalid choice: 'zz'"),
+    (['trian'], "argument COMMAND: invalid choice: 'trian'"),
+    (['predict', '--weights', 'm.pkl'], 'the following arguments are required: images'),
     (['make-data', '--n-test', '-1'], '--n-test -1: must be 0 or more'),
     (['make-data', '--size', '16'], '--size 16: must be at least 32'),
     (['predict', '--weights', '/nowhere.pkl', 'a.jpg', '--thresh', '1.5'], '--thresh 1.5: must be between 0 and 1'),
@@ -306,11 +310,13 @@ def test_resume_after_kill(data, tmp_path):
     time.sleep(1.0)                                                   # into the next epoch
     p.send_signal(signal.SIGKILL); p.wait()
     assert (out/'checkpoint.pth').exists() and not (out/'model.pkl').exists()
+    ck = torch.load(out/'checkpoint.pth', weights_only=False)
     r = run('train', '--data', data, '--out', out, '--epochs', '4', '--size', '128', '--bs', '8', '--quiet', '--arch', 'mobilenet_v3_small', '--resume')
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'resuming after epoch' in r.stdout
     m = json.loads((out/'metrics.json').read_text())
     assert len(m['epochs']) == 4 and not list(out.glob('.*.tmp'))
+    assert m['map_images_per_epoch'] == 7 and m['train_time_s'] > ck['train_time_s'] > 0     # the killed process's epochs counted in
     assert_model_loads_and_is_the_checkpoint(out, data)
 
 def test_resume_a_run_killed_after_its_last_epoch(trained, data, tmp_path):
@@ -323,6 +329,8 @@ def test_resume_a_run_killed_after_its_last_epoch(trained, data, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     m, m0 = [json.loads((p/'metrics.json').read_text()) for p in (run_dir, out)]
     assert len(m['epochs']) == 2 and m['epochs'] == m0['epochs'] and m['map'] == pytest.approx(m0['map'])
+    assert m['map_images_per_epoch'] == m0['map_images_per_epoch'] == 7                    # the checkpoint's, though no epoch ran here
+    assert 0.8*m0['train_time_s'] <= m['train_time_s'] <= m0['train_time_s'] + 1e-6       # the first process's training time, from the checkpoint
     assert (run_dir/'model.pkl').is_file() and (run_dir/'results.csv').is_file() and (run_dir/'predictions.png').is_file()
     assert not list(run_dir.glob('.*.tmp'))
     assert_model_loads_and_is_the_checkpoint(run_dir, data)

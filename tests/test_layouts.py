@@ -1,5 +1,6 @@
 "The dataset layouts users download, read by the library and the CLI: fastai's PASCAL_2007 (train/valid/test), COCO 2017, VOCdevkit, YOLO txt"
-import json, shutil, warnings
+import json, os, shutil, warnings
+from pathlib import Path
 import pytest
 from PIL import Image
 from fastai_det.data import make_shapes, read_coco, read_voc, read_yolo, DataError, SHAPES
@@ -111,6 +112,13 @@ def test_yolo_lists_names_and_bad_input(tmp_path):
         with pytest.raises(DataError, match=r"class names \['x'\] appear more than once"): read_yolo(tmp_path, 'train')
     (tmp_path/'data.yaml').write_text("train: [images\n")
     with pytest.raises(DataError, match='data.yaml: not valid YAML'): read_yolo(tmp_path, 'train')
+    (tmp_path/'list.txt').write_text('images/a.jpg\n./images/a.jpg\n')
+    (tmp_path/'data.yaml').write_text("train: list.txt\nnames: [x, y]\n")
+    with pytest.raises(DataError, match=r"data.yaml: image .*a.jpg is listed twice in 'list.txt'"): read_yolo(tmp_path, 'train')
+    (tmp_path/'list.txt').write_text('images/a.jpg\n')
+    here = os.getcwd(); os.chdir(tmp_path.parent)                     # a relative yaml path without `path:`: splits relative to its folder
+    try: assert [f.name for f in read_yolo(Path(tmp_path.name)/'data.yaml', 'train').fnames] == ['a.jpg']
+    finally: os.chdir(here)
 
 def test_folder_of_trainval_and_test_json_without_train_json(shapes, tmp_path):
     "trainval.json + test.json (VOC 2007's protocol as COCO files): read with --train-split trainval; the default split is refused by name"
