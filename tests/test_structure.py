@@ -69,3 +69,11 @@ def test_design_api_names_import_from_their_modules():
     assert not missing, f"DESIGN.md's public names no longer import from where it says: {missing}"
     from importlib.metadata import entry_points
     assert 'fastai-det' in {e.name for e in entry_points(group='console_scripts')}, "the `fastai-det` console script"
+
+def test_multi_process_needs_only_a_plain_install():
+    "fastai's `distrib_ctx` imports accelerate: it is a dependency of the package, not of an extra (a plain `pip install` runs `torchrun ... train`; tools/plain_smoke.sh tries it in CI from a clean venv)"
+    import tomllib, re
+    from importlib.metadata import requires
+    deps = tomllib.loads((Path(__file__).parents[1]/'pyproject.toml').read_text())['project']['dependencies']
+    assert 'accelerate' in {re.split(r'[<>=!~ \[;]', d, maxsplit=1)[0].lower() for d in deps}
+    assert any(r.startswith('accelerate') and 'extra ==' not in r for r in requires('fastai_det'))   # what pip installs
