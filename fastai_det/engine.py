@@ -295,6 +295,16 @@ def _resume_settings(a)->dict:
     "The settings `--resume` compares, with `data` as an absolute path (a run resumed from another folder names it otherwise)"
     return {k: (str(Path(v).resolve()) if k == 'data' and v is not None else v) for k in RESUME_KEYS for v in [getattr(a, k, None)]}
 
+def _opt_misfit(opt, sd)->str:
+    "Why the optimizer state `sd` does not fit `opt` (fastai's `load_state_dict` only asserts the counts), or ''"
+    groups = [len(pg) for pg in opt.param_lists]
+    if not isinstance(sd, dict) or len(sd.get('hypers', ())) != len(groups): return f"{len(groups)} parameter groups expected"
+    if len(sd.get('state', ())) != sum(groups): return f"{len(sd.get('state', ()))} parameters' state for {sum(groups)} parameters"
+    for i,(p,s) in enumerate(zip(opt.all_params().itemgot(0), sd['state'])):
+        bad = [k for k,v in (s or {}).items() if isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape]
+        if bad: return f"parameter {i}: {bad[0]} of shape {tuple(s[bad[0]].shape)} for {tuple(p.shape)}"
+    return ''
+
 def load_checkpoint(ck:Path, a)->dict:
     "The checkpoint `ck` of a run with the settings of `a`, or a one-line `CLIError` saying what is wrong with it"
     try: state = torch.load(ck, map_location='cpu', weights_only=False)
@@ -347,7 +357,11 @@ def _train(a)->dict:
         try: learn.model.load_state_dict(state['model'])
         except RuntimeError as e: raise CLIError(f"--resume: {ck} holds the weights of another model ({str(e).splitlines()[0]}): "
                                                  "resume with that run's settings, or train without --resume") from None
-        learn.create_opt(); learn.opt.load_state_dict(state['opt'])
+        learn.create_opt()
+        why = _opt_misfit(learn.opt, state['opt'])
+        if why: raise CLIError(f"--resume: {ck}'s optimizer state is of another parameter grouping ({why}): "
+                               "resume with that run's settings, or train without --resume")
+        learn.opt.load_state_dict(state['opt'])
         start = state['epoch'] + 1
         prior = {k: state[k] for k in ('train_time_s', 'map_images') if k in state}   # the epochs before the kill: their time and mAP images
         learn.prior_history = state['history'][:start]

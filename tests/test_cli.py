@@ -336,7 +336,7 @@ def test_resume_a_run_killed_after_its_last_epoch(trained, data, tmp_path):
     assert_model_loads_and_is_the_checkpoint(run_dir, data)
 
 def test_resume_refuses_another_runs_or_a_broken_checkpoint(trained, data, tmp_path, capsys):
-    "`--resume` says which setting differs from the checkpoint's run, and names a checkpoint it cannot read or load; nothing is written"
+    "`--resume` says which setting differs from the checkpoint's run, and names a checkpoint it cannot read or load (weights or optimizer state); nothing is written"
     import torch
     out, _ = trained
     run_dir = shutil.copytree(out, tmp_path/'r')
@@ -349,6 +349,14 @@ def test_resume_refuses_another_runs_or_a_broken_checkpoint(trained, data, tmp_p
     assert code == 2 and f'--data {Path(data).resolve()}' in err and f'--data {other.resolve()}' in err, err
     code, _, err = run_here(capsys, *args, '--valid-split', 'test')
     assert code == 2 and '--valid-split valid' in err and '--valid-split test' in err, err
+    st = torch.load(run_dir/'checkpoint.pth', weights_only=False); st.pop('settings')   # as an older version wrote it: nothing to compare
+    st['opt'] = dict(st['opt'], state=st['opt']['state'][::-1])                 # the weights fit, the optimizer's moments are of other parameters
+    torch.save(st, run_dir/'checkpoint.pth')
+    code, _, err = run_here(capsys, *args)
+    assert code == 2 and 'optimizer state' in err and 'of shape' in err and len(err.strip().splitlines()) == 1, err
+    st['opt'] = dict(st['opt'], state=st['opt']['state'][1:]); torch.save(st, run_dir/'checkpoint.pth')
+    code, _, err = run_here(capsys, *args)
+    assert code == 2 and "parameters' state for" in err and len(err.strip().splitlines()) == 1, err
     (run_dir/'checkpoint.pth').write_bytes(b'PK\x03\x04 not a checkpoint')
     code, _, err = run_here(capsys, *args)
     assert code == 2 and 'checkpoint.pth cannot be read' in err, err
@@ -593,3 +601,31 @@ def test_exif_photo_predict_and_eval_in_the_viewed_frame(trained, tmp_path, caps
     res = json.loads((tmp_path/'ev'/'coco_results.json').read_text())
     assert res and all(d['image_id'] == 5 and d['bbox'][0]+d['bbox'][2] <= 120 + 1e-3 and d['bbox'][1]+d['bbox'][3] <= 80 + 1e-3 for d in res)
     assert max(d['bbox'][0]+d['bbox'][2] for d in res) > 80
+
+def test_exif_photo_in_the_run_pictures(trained, tmp_path, monkeypatch):
+    "train's predictions.png draws a phone photo upright, its true box on the red square (the picture code is train's own `save_pictures`)"
+    import numpy as np
+    import fastai_det.boxes as B
+    from test_images import _phone_photo
+    from fastai_det.engine import load_detector, load_records, evaluate_learner, save_pictures
+    out, _ = trained
+    x1,y1,xb,yb = _phone_photo(tmp_path/'p.jpg')
+    coco = dict(images=[dict(id=5, file_name='p.jpg', width=120, height=80)], categories=[dict(id=1, name='square')],
+                annotations=[dict(id=1, image_id=5, category_id=1, bbox=[x1, y1, xb-x1, yb-y1], area=1200, iscrowd=0)])
+    (tmp_path/'a.json').write_text(json.dumps(coco))
+    learn = load_detector(out/'model.pkl')
+    _, recs = load_records(tmp_path/'a.json', 'valid')
+    res = evaluate_learner(learn, recs, bs=2)
+    drawn, show = [], B.show_boxes
+    def spy(boxes, *a, img=None, **k):
+        drawn.append((np.asarray(img), torch.as_tensor(boxes).view(-1, 4)))
+        return show(boxes, *a, img=img, **k)
+    monkeypatch.setattr(B, 'show_boxes', spy)
+    save_pictures(learn, res, recs, tmp_path)
+    assert (tmp_path/'predictions.png').stat().st_size > 0 and len(drawn) == 2
+    (im, truth), (im2, pred) = drawn
+    assert im.shape[:2] == (80, 120) and im2.shape[:2] == (80, 120)                 # upright: 120 wide, 80 high
+    cx, cy = [int(v) for v in ((truth[0, 0] + truth[0, 2]) / 2, (truth[0, 1] + truth[0, 3]) / 2)]
+    r, g, b = im[cy, cx][:3].astype(int)
+    assert r > 150 and g < 100 and b < 100, im[cy, cx]                              # the true box's centre is on the red square
+    assert len(pred) == 0 or (pred[:, 2].max() <= 120 + 1e-3 and pred[:, 3].max() <= 80 + 1e-3)
