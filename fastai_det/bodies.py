@@ -18,7 +18,7 @@ from fastai.torch_core import Module
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner, Recorder, CastToTensor
-from fastai.callback.core import TrainEvalCallback
+from fastai.callback.core import TrainEvalCallback, Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.channelslast import ChannelsLast
 from fastai.data.transforms import Normalize
@@ -35,8 +35,8 @@ from .records import atomic_write, maybe_progress
 # %% auto #0
 __all__ = ['WEIGHTS_DIR', 'set_bn_momentum', 'weights_file', 'body_blocks', 'save_body', 'shapes_weights', 'shapes_meta',
            'create_det_body', 'dummy_sizes', 'body_out', 'BodyFeatures', 'add_norm', 'wants_norm', 'det_splitter',
-           'block_strides', 'cut_at_stride', 'freeze_stem', 'ChannelsLastBatch', 'body_and_rest', 'Features',
-           'precompute', 'head_learner']
+           'block_strides', 'cut_at_stride', 'freeze_stem', 'ChannelsLastBatch', 'ChannelsLastPreds', 'body_and_rest',
+           'Features', 'precompute', 'head_learner']
 
 # %% ../nbs/01a_bodies.ipynb #4dda93bd
 def set_bn_momentum(m:nn.Module, momentum:float=0.1)->nn.Module:
@@ -225,6 +225,13 @@ class ChannelsLastBatch(ChannelsLast):
     "fastai's `ChannelsLast` (the model's weights), the images of every batch too, and the model back to the default format after the fit"
     def before_batch(self): self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in self.xb)
     def after_fit(self): self.learn.model.to(memory_format=torch.contiguous_format)
+
+class ChannelsLastPreds(Callback):
+    "The same for `get_preds(cbs=[ChannelsLastPreds()])`: model and batches channels-last while predicting, the model back after"
+    order = -1
+    def before_validate(self): self.learn.model.to(memory_format=torch.channels_last)
+    def before_batch(self): self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in self.xb)
+    def after_validate(self): self.learn.model.to(memory_format=torch.contiguous_format)
 
 # %% ../nbs/01a_bodies.ipynb #13e97d0f
 def body_and_rest(model:nn.Module)->tuple:

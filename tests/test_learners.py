@@ -248,3 +248,26 @@ def test_dense_loss_by_hand():
     _, l1s, _ = _dense_loss(torch.zeros(1, 7, 2, 2), small, t_c)
     box3 = torch.tensor([0.5 - d, 0.5 - d, 0.5 + d, 0.5 + d])
     torch.testing.assert_close(l1s, (box3 - small[0]).abs().mean())
+
+@pytest.mark.parametrize('model', ['retinanet', 'yolo'])
+def test_predict_in_channels_last_equals_the_plain_forward(shapes, model):
+    "`predict_batch` runs the model channels-last on a CPU (`ChannelsLastPreds`): the same outputs as the default format, and the model is left as it was"
+    from fastai_det.engine import build_learner
+    from fastai_det.bodies import ChannelsLastPreds
+    set_seed(0)
+    dls = det_dls(read_coco(shapes/'train.json'), read_coco(shapes/'valid.json'), 'boxes', size=128, bs=4, show_progress=False)
+    learn = build_learner(model, dls, 'ce', 'mobilenet_v3_small', None, 'none')
+    files = list(read_coco(shapes/'valid.json').fnames)
+    seen = []
+    learn.add_cb(type('Spy', (ChannelsLastPreds.__base__,), dict(order=0, before_batch=lambda self: seen.append(self.xb[0].is_contiguous(memory_format=torch.channels_last)))))
+    dets = learn.predict_batch(files, score_thresh=0., bs=4)                       # untrained: every candidate, up to max_det
+    assert seen and all(seen)                                                       # the model saw channels-last batches
+    conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
+    assert conv.weight.is_contiguous()                                             # put back: save and export see the default format
+    dl = dls.test_dl(files, bs=4)
+    with learn.no_bar():
+        (p0, b0), (p1, b1) = learn.get_preds(dl=dl, reorder=False)[0], learn.get_preds(dl=dl, reorder=False, cbs=[ChannelsLastPreds()])[0]
+    torch.testing.assert_close(p1, p0, atol=1e-4, rtol=1e-3); torch.testing.assert_close(b1, b0, atol=1e-4, rtol=1e-3)
+    ref = learn.loss_func.detect_activated(p0, b0, score_thresh=0.)
+    for d, r in zip(dets, ref):                                                    # near-equal scores may swap places: compare sorted
+        torch.testing.assert_close(d['scores'].sort().values, r['scores'].sort().values, atol=1e-4, rtol=1e-3)
